@@ -1,4 +1,4 @@
-"""Deep Speech 2 in one module: spectrogram, model, CTC, decoders, language model, metrics.
+"""Deep Speech 2 in one module: spectrogram, model, CTC, decoders, language model, metrics, data.
 
 A reproduction, at laptop scale, of
 
@@ -18,6 +18,8 @@ implements; where we depart from the paper the comment says so (see also paper_n
     8. Decoders (§3.8)                greedy, and CTC prefix beam search with LM shallow fusion
     9. Language model (§3.8)          word n-gram with interpolated Kneser-Ney smoothing, ARPA files
    10. Metrics                        edit distance, corpus WER and CER
+   11. Synthetic speech               letters as phones, speakers, coarticulation, noise, train/dev splits
+   12. Training helpers               batching, SortaGrad (§3.3), evaluation, checkpoints, transcribe()
 
 Shapes use one notation throughout: B batch, T frames, F frequency bins or features, C classes (29),
 S transcript length, H hidden size.
@@ -27,16 +29,19 @@ Importing this module runs nothing; demos live behind ``if __name__ == "__main__
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 import numpy as np
+import soundfile
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -308,18 +313,34 @@ class MaskedBatchNorm(nn.BatchNorm1d):
     """BatchNorm whose statistics come from valid frames only; padded frames come out as 0.
 
     ``forward(x, mask)`` takes ``x`` of shape ``(B, T, ..., C)`` (features last) and a ``(B, T)`` mask.
-    It selects the valid frames, applies ``nn.BatchNorm1d``'s own computation to them (batch statistics
-    and running-estimate updates in training, running estimates in eval), and scatters them back. So it
-    equals ``nn.BatchNorm1d`` on the valid frames by construction, and padding can never enter a statistic.
+    In training, the mean and (biased) variance of each feature are taken over the valid frames only and
+    the running estimates are updated with the unbiased variance, exactly as ``nn.BatchNorm1d`` does
+    (tested against it); in eval mode the running estimates are used. Padded values are replaced by 0
+    before any sum, so not even a NaN in the padding can reach a statistic.
     """
 
+    def scale_and_shift(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-feature ``(scale, shift)`` with ``BN(x) = x * scale + shift``; updates running estimates."""
+        if self.training:
+            valid = mask.view(*mask.shape, *([1] * (x.dim() - 2)))  # (B, T, 1, ..., 1)
+            dims = tuple(range(x.dim() - 1))
+            count = mask.sum() * (x[0, 0].numel() // x.shape[-1])  # valid values per feature
+            x = x.masked_fill(~valid, 0.0)
+            mean = x.sum(dim=dims) / count  # (C,)
+            var = (x - mean).masked_fill(~valid, 0.0).square().sum(dim=dims) / count  # biased, (C,)
+            with torch.no_grad():  # running estimates, as nn.BatchNorm1d keeps them
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach() * count / max(int(count) - 1, 1), self.momentum)
+                self.num_batches_tracked += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        scale = self.weight / torch.sqrt(var + self.eps)
+        return scale, self.bias - mean * scale
+
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
-        valid = x[mask]  # (N_valid, ..., C)
-        flat = valid.reshape(-1, x.shape[-1])  # (N_valid * ..., C)
-        normalized = super().forward(flat).reshape(valid.shape)
-        out = x.new_zeros(x.shape)
-        out[mask] = normalized
-        return out
+        scale, shift = self.scale_and_shift(x, mask)
+        valid = mask.view(*mask.shape, *([1] * (x.dim() - 2)))
+        return (x * scale + shift).masked_fill(~valid, 0.0)
 
 
 class ConvFrontEnd(nn.Module):
@@ -441,7 +462,7 @@ class GRULayer(nn.Module):
             weight = torch.cat([params["weight_ih" + s] for s in self._suffixes()])  # (D * 3H, F)
             projected = x @ weight.T  # W h^{l-1}: (B, T, D * 3H)
             mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
-            scale, shift = _batch_norm_affine(self.norm, projected[mask])  # (D * 3H,) each
+            scale, shift = self.norm.scale_and_shift(projected, mask)  # (D * 3H,) each
             for index, suffix in enumerate(self._suffixes()):
                 part = slice(index * 3 * self.hidden_size, (index + 1) * 3 * self.hidden_size)
                 params["weight_ih" + suffix] = params["weight_ih" + suffix] * scale[part, None]
@@ -452,28 +473,6 @@ class GRULayer(nn.Module):
         if self.directions == 2:
             output = output[..., : self.hidden_size] + output[..., self.hidden_size :]  # (B, T, H)
         return output
-
-
-def _batch_norm_affine(norm: nn.BatchNorm1d, valid: Tensor) -> tuple[Tensor, Tensor]:
-    """The per-feature ``(scale, shift)`` with ``norm(v) == v * scale + shift``, from valid rows ``(N, C)``.
-
-    In training mode the statistics are the batch's (biased variance, as BatchNorm normalises with) and
-    the running estimates are updated exactly as ``nn.BatchNorm1d`` updates them; in eval mode the
-    running estimates are used.
-    """
-    if norm.training:
-        mean = valid.mean(dim=0)
-        var = valid.var(dim=0, unbiased=False)
-        with torch.no_grad():
-            count = valid.shape[0]
-            unbiased = var * count / max(count - 1, 1)
-            norm.running_mean.lerp_(mean.detach(), norm.momentum)
-            norm.running_var.lerp_(unbiased.detach(), norm.momentum)
-            norm.num_batches_tracked += 1
-    else:
-        mean, var = norm.running_mean, norm.running_var
-    scale = norm.weight / torch.sqrt(var + norm.eps)
-    return scale, norm.bias - mean * scale
 
 
 class SimpleRNNLayer(nn.Module):
@@ -753,8 +752,9 @@ def _ctc_alpha(log_probs_ext: Tensor, can_skip: Tensor) -> Tensor:
 class _CTCFromScratch(torch.autograd.Function):
     """CTC negative log-likelihood per utterance with the alpha-beta gradient (Graves et al. 2006, eq. 16).
 
-    Forward: alpha recursion. Backward: the beta recursion is the alpha recursion run on each utterance
-    reversed in time with its extended label reversed; then the occupancy of class k at frame t is
+    The beta (backward) recursion is the alpha recursion run on each utterance reversed in time, with its
+    extended label reversed. Both run in one loop, stacked along the batch (the loop's cost is per step,
+    not per row). With both, the occupancy of class k at frame t is
     ``gamma_t(k) = sum_{s: l'_s = k} exp(alpha_t(s) + beta_t(s) - log y_t(l'_s) + nll)`` and
     ``d nll / d log y_t(k) = -gamma_t(k)``.
     """
@@ -764,34 +764,34 @@ class _CTCFromScratch(torch.autograd.Function):
         batch, frames, _ = log_probs.shape
         length = extended.shape[1]
         lp_ext = log_probs.gather(2, extended[:, None, :].expand(batch, frames, length))  # (B, T, L)
-        alphas = _ctc_alpha(lp_ext, can_skip)  # (B, T, L)
+        # Reverse time within each utterance and positions within each extended label.
+        time = torch.arange(frames, device=log_probs.device)[None, :]
+        t_rev = (input_lengths[:, None] - 1 - time).clamp(min=0)  # (B, T)
+        pos = torch.arange(length, device=log_probs.device)[None, :]
+        s_rev = (ext_lengths[:, None] - 1 - pos).clamp(min=0)  # (B, L)
+        valid_pos = pos < ext_lengths[:, None]  # (B, L)
+        lp_rev = lp_ext.gather(1, t_rev[..., None].expand(-1, -1, length))
+        lp_rev = lp_rev.gather(2, s_rev[:, None, :].expand(-1, frames, -1))
+        lp_rev = lp_rev.masked_fill(~valid_pos[:, None, :], NEG_INF)  # (B, T, L)
+        skip_rev = can_skip.gather(1, (s_rev + 2).clamp(max=length - 1)) & (s_rev + 2 < ext_lengths[:, None])
+        both = _ctc_alpha(torch.cat([lp_ext, lp_rev]), torch.cat([can_skip, skip_rev]))  # (2B, T, L)
+        alphas, betas_rev = both[:batch], both[batch:]
+        betas = betas_rev.gather(1, t_rev[..., None].expand(-1, -1, length))
+        betas = betas.gather(2, s_rev[:, None, :].expand(-1, frames, -1))  # (B, T, L), un-reversed
         rows = torch.arange(batch, device=log_probs.device)
         last = alphas[rows, input_lengths - 1]  # (B, L) at each utterance's final frame
         end_blank = last[rows, ext_lengths - 1]
         end_label = torch.where(ext_lengths > 1, last[rows, (ext_lengths - 2).clamp(min=0)], NEG_INF)
         nll = -torch.logaddexp(end_blank, end_label)  # (B,)
-        ctx.save_for_backward(lp_ext, alphas, extended, can_skip, input_lengths, ext_lengths, nll)
+        valid = (time < input_lengths[:, None])[..., None] & valid_pos[:, None, :]  # (B, T, L)
+        ctx.save_for_backward(lp_ext, alphas, betas, valid, extended, nll)
         ctx.num_classes = log_probs.shape[2]
         return nll
 
     @staticmethod
     def backward(ctx, grad_nll):
-        lp_ext, alphas, extended, can_skip, input_lengths, ext_lengths, nll = ctx.saved_tensors
-        batch, frames, length = lp_ext.shape
-        # Reverse time within each utterance and positions within each extended label.
-        time = torch.arange(frames, device=lp_ext.device)[None, :]
-        t_rev = (input_lengths[:, None] - 1 - time).clamp(min=0)  # (B, T)
-        pos = torch.arange(length, device=lp_ext.device)[None, :]
-        s_rev = (ext_lengths[:, None] - 1 - pos).clamp(min=0)  # (B, L)
-        lp_rev = lp_ext.gather(1, t_rev[..., None].expand(-1, -1, length))
-        lp_rev = lp_rev.gather(2, s_rev[:, None, :].expand(-1, frames, -1))
-        valid_pos = pos < ext_lengths[:, None]
-        lp_rev = lp_rev.masked_fill(~valid_pos[:, None, :], NEG_INF)
-        skip_rev = can_skip.gather(1, (s_rev + 2).clamp(max=length - 1)) & (s_rev + 2 < ext_lengths[:, None])
-        betas_rev = _ctc_alpha(lp_rev, skip_rev)  # beta, reversed in t and s
-        betas = betas_rev.gather(1, t_rev[..., None].expand(-1, -1, length))
-        betas = betas.gather(2, s_rev[:, None, :].expand(-1, frames, -1))  # (B, T, L)
-        valid = (time < input_lengths[:, None])[..., None] & valid_pos[:, None, :]  # (B, T, L)
+        lp_ext, alphas, betas, valid, extended, nll = ctx.saved_tensors
+        batch, frames, _ = lp_ext.shape
         log_gamma = alphas + betas - lp_ext + nll[:, None, None]
         gamma = torch.where(valid, log_gamma.exp(), 0.0)  # (B, T, L)
         grad = lp_ext.new_zeros(batch, frames, ctx.num_classes)
@@ -888,7 +888,9 @@ def prefix_beam_search_nbest(
     Beams are ranked by ``Q(y) = log p_ctc(y|x) + alpha log p_lm(y) + beta word_count(y)``, where the LM
     term covers the completed words (each scored when the space after it arrives) and, at the end, the
     last word and the end of sentence. The CTC term is kept separate, so the ``ctc_log_prob`` reported
-    is exact when nothing was pruned and a lower bound otherwise.
+    is exact when nothing was pruned and a lower bound otherwise. Spaces are text, not just labels: a
+    leading space is folded into the blank and a doubled space into one, so each result is a distinct
+    text whose probability sums every kept alignment that reads as it.
 
     Args:
         log_probs: ``(T, C)`` log-probabilities of one utterance.
@@ -937,25 +939,33 @@ def prefix_beam_search_nbest(
                     entry = next_beams[prefix]
                     entry[0] = _logadd(entry[0], p_total + p_k)
                     continue
-                if k == space and (last is None or last == space):
-                    continue  # no leading or double spaces: they would only split probability mass
-                extended = (*prefix, k)
-                entry = next_beams[extended]
+                if k == space and last is None:
+                    # A leading space adds nothing to the text: count it like a blank.
+                    entry = next_beams[prefix]
+                    entry[0] = _logadd(entry[0], p_total + p_k)
+                    continue
                 if k == last:
-                    entry[1] = _logadd(entry[1], p_b + p_k)  # "l" + blank + "l" -> "ll"
                     same = next_beams[prefix]
                     same[1] = _logadd(same[1], p_nb + p_k)  # "l" + "l" -> "l" (repeat collapses)
+                    # "l" + blank + "l" -> "ll"; but " " + blank + " " is a double space: the same text.
+                    entry = next_beams[prefix if k == space else (*prefix, k)]
+                    entry[1] = _logadd(entry[1], p_b + p_k)
                 else:
+                    entry = next_beams[(*prefix, k)]
                     entry[1] = _logadd(entry[1], p_total + p_k)
         alive = [(prefix, probs) for prefix, probs in next_beams.items() if max(probs) > -math.inf]
         ranked = sorted(alive, key=lambda item: score(item[0], *item[1]), reverse=True)
         beams = {prefix: (p_b, p_nb) for prefix, (p_b, p_nb) in ranked[:beam_width]}
 
-    results = []
+    # "the cat" and "the cat " read the same: merge texts, summing their CTC probabilities.
+    merged: dict[str, tuple[float, tuple[int, ...]]] = {}
     for prefix, (p_b, p_nb) in beams.items():
         text = decode_labels(prefix).strip()
+        previous = merged.get(text, (-math.inf, prefix))[0]
+        merged[text] = (_logadd(previous, _logadd(p_b, p_nb)), prefix)
+    results = []
+    for text, (ctc, prefix) in merged.items():
         lm_log_prob, words = lm_part(prefix, True) if use_lm else (0.0, len(text.split()))
-        ctc = _logadd(p_b, p_nb)
         total = ctc + (alpha * lm_log_prob + beta * words if use_lm else 0.0)
         results.append(BeamHypothesis(text, ctc, lm_log_prob, words, total))
     return sorted(results, key=lambda h: h.score, reverse=True)
@@ -1236,6 +1246,1241 @@ def character_error_rate(refs: str | Sequence[str], hyps: str | Sequence[str]) -
     if total == 0:
         raise ValueError("the references hold no characters, so CER is undefined")
     return sum(edit_distance(r, h) for r, h in zip(refs, hyps, strict=True)) / total
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 11. Synthetic speech
+# ----------------------------------------------------------------------------------------------------------
+# Synthetic speech for training a Deep Speech 2 recogniser on a laptop CPU.
+#
+# Deep Speech 2 (Amodei et al. 2015) trains on thousands of hours of transcribed speech. A lesson cannot ship
+# that, so this module *makes* speech-like audio from text, fast and deterministically, with enough of real
+# speech's structure that recognising it teaches the same things: the recogniser has to find letters whose
+# sound depends on their neighbours, separate speakers from content, and cope with noise.
+#
+# How the audio is made -- the source-filter model of speech (Fant 1960):
+#
+# * **Sources.** A glottal pulse train at the speaker's pitch (voicing), white noise passed through the
+#   vocal tract (aspiration, as in "h"), and white noise shaped into a band of its own (frication, as in
+#   "s", and the bursts of stops).
+# * **Filter.** The vocal tract is a set of three resonances (formants F1-F3) whose frequencies move over
+#   time. Each letter sets formant *targets*; the tracks are interpolated between targets, so formants glide
+#   from one letter into the next (coarticulation): the same vowel sounds different after "b" and after "d".
+#   The time-varying filter is applied frame by frame in the frequency domain (overlap-add, 16 ms frames).
+# * **Phones.** Each letter a-z is a "phone" made of one to three parts (closure, burst, aspiration, steady
+#   voicing...), with classes like real speech: vowels, glides and liquids, nasals, fricatives, stops. Their
+#   distinguishing features differ by at least 150 Hz (three spectrogram bins at the lesson's 50 Hz
+#   resolution) or in their shape over time. The apostrophe is a click; a space is a pause.
+# * **Speakers.** Pitch (with declination and a slow contour), vocal tract length (scales every formant),
+#   speaking rate (with per-letter jitter) and loudness differ between speakers.
+# * **Sentences.** Words come from a fixed vocabulary and a small grammar, so a word n-gram language model
+#   genuinely helps the decoder (paper section 3.8).
+#
+# Everything draws from a `numpy.random.Generator` and uses numpy's FFT, so a seed gives bit-identical audio
+# on every run. Generation runs about 200-300 times faster than real time on one CPU core.
+
+# --- 11.1 Text: vocabulary and grammar (a language model can only help if word order is predictable) ---
+
+SPEAKABLE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz '")
+
+_DETERMINERS = ("the", "a", "this", "that", "my", "your", "our", "his", "her", "one", "every", "no")
+_ADJECTIVES = (
+    "big", "small", "little", "good", "bad", "old", "new", "red", "blue", "green", "yellow", "black",
+    "white", "happy", "sad", "tall", "short", "long", "cold", "hot", "dark", "bright", "quiet", "loud",
+    "sweet", "funny", "pretty", "busy", "sleepy", "hungry", "kind", "brave", "clever", "tiny", "warm",
+    "soft", "fast", "slow", "lazy", "full",
+)  # fmt: skip
+_NOUNS = (
+    "dog", "cat", "bird", "fish", "horse", "cow", "sheep", "duck", "rabbit", "mouse", "fox", "zebra",
+    "man", "woman", "boy", "girl", "child", "teacher", "doctor", "farmer", "friend", "baby", "queen",
+    "house", "car", "book", "ball", "door", "tree", "apple", "cup", "box", "hat", "bed", "chair", "table",
+    "window", "garden", "river", "hill", "road", "boat", "train", "letter", "bottle", "kitten", "puppy",
+    "flower", "song", "cookie", "coffee", "school", "street", "key", "shoe", "bell", "jacket", "juice",
+    "pizza", "sky", "day", "soup", "zoo",
+)  # fmt: skip
+# (base form, third person singular): "we see", "the dog sees".
+_TRANSITIVE_VERBS = (
+    ("see", "sees"), ("like", "likes"), ("want", "wants"), ("find", "finds"), ("take", "takes"),
+    ("need", "needs"), ("have", "has"), ("love", "loves"), ("keep", "keeps"), ("call", "calls"),
+    ("carry", "carries"), ("watch", "watches"), ("follow", "follows"), ("feed", "feeds"),
+    ("help", "helps"), ("hold", "holds"), ("open", "opens"), ("push", "pushes"), ("pull", "pulls"),
+    ("kick", "kicks"), ("bring", "brings"), ("miss", "misses"), ("wash", "washes"), ("fill", "fills"),
+    ("sell", "sells"), ("buy", "buys"), ("draw", "draws"),
+)  # fmt: skip
+_INTRANSITIVE_VERBS = (
+    ("sleep", "sleeps"), ("run", "runs"), ("sit", "sits"), ("wait", "waits"), ("fall", "falls"),
+    ("smile", "smiles"), ("sing", "sings"), ("swim", "swims"), ("jump", "jumps"), ("play", "plays"),
+    ("walk", "walks"), ("cry", "cries"), ("laugh", "laughs"), ("stay", "stays"), ("stop", "stops"),
+)  # fmt: skip
+_ADVERBS = (
+    "today", "now", "again", "here", "there", "too", "soon", "slowly", "quickly", "often", "still",
+    "tonight", "outside", "together", "well",
+)  # fmt: skip
+_PREPOSITIONS = ("in", "on", "under", "near", "with", "behind", "by", "from", "into", "over", "at")
+_PLAIN_PRONOUNS = ("i", "you", "we", "they")  # take the base form of a verb
+_THIRD_PERSON_PRONOUNS = ("he", "she", "it")  # take the third person singular
+_OBJECT_PRONOUNS = ("me", "him", "us", "them")
+_BEING = ("i'm", "you're", "we're", "they're", "he's", "she's", "it's")  # pronoun + "is/are/am" + adjective
+_PHRASES = (
+    ("thank", "you"), ("good", "morning"), ("good", "night"), ("see", "you", "soon"), ("yes", "please"),
+    ("no", "thank", "you"), ("well", "done"), ("how", "are", "you"), ("hello", "there"), ("good", "luck"),
+    ("that's", "all"),
+)  # fmt: skip
+_FUNCTION_WORDS = (
+    "an", "please", "don't", "doesn't", "can't", "won't", "let's", "that's", "isn't", "do", "does", "can",
+    "will", "where", "what", "who", "is", "are",
+)  # fmt: skip
+
+VOCABULARY: tuple[str, ...] = tuple(
+    dict.fromkeys(  # keeps the first occurrence, so the order is stable and there are no duplicates
+        [
+            *_DETERMINERS,
+            *_ADJECTIVES,
+            *_NOUNS,
+            *(form for pair in _TRANSITIVE_VERBS + _INTRANSITIVE_VERBS for form in pair),
+            *_ADVERBS,
+            *_PREPOSITIONS,
+            *_PLAIN_PRONOUNS,
+            *_THIRD_PERSON_PRONOUNS,
+            *_OBJECT_PRONOUNS,
+            *_BEING,
+            *(word for phrase in _PHRASES for word in phrase),
+            *_FUNCTION_WORDS,
+        ]
+    )
+)
+
+MIN_WORDS, MAX_WORDS = 2, 8
+Option = TypeVar("Option")
+
+
+def _pick(rng: np.random.Generator, options: Sequence[Option]) -> Option:
+    return options[int(rng.integers(len(options)))]
+
+
+def _noun_phrase(rng: np.random.Generator, adjective_probability: float = 0.5) -> list[str]:
+    determiner = _pick(rng, _DETERMINERS)
+    words = [_pick(rng, _ADJECTIVES)] if rng.random() < adjective_probability else []
+    words.append(_pick(rng, _NOUNS))
+    if determiner == "a" and words[0][0] in "aeiou":
+        determiner = "an"  # "an old dog": the grammar stays English, so the language model learns English
+    return [determiner, *words]
+
+
+def _optional(rng: np.random.Generator, probability: float, words: list[str]) -> list[str]:
+    return words if rng.random() < probability else []
+
+
+def _statement(rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(6)
+    if kind == 0:  # the little dog sleeps outside
+        return [
+            *_noun_phrase(rng),
+            _pick(rng, _INTRANSITIVE_VERBS)[1],
+            *_optional(rng, 0.4, [_pick(rng, _ADVERBS)]),
+        ]
+    if kind == 1:  # the old man sees a red ball in the garden
+        return [
+            *_noun_phrase(rng),
+            _pick(rng, _TRANSITIVE_VERBS)[1],
+            *_noun_phrase(rng),
+            *_optional(rng, 0.3, [_pick(rng, _PREPOSITIONS), *_noun_phrase(rng, 0.0)]),
+        ]
+    if kind == 2:  # we like the green house today
+        return [
+            _pick(rng, _PLAIN_PRONOUNS),
+            _pick(rng, _TRANSITIVE_VERBS)[0],
+            *_noun_phrase(rng),
+            *_optional(rng, 0.3, [_pick(rng, _ADVERBS)]),
+        ]
+    if kind == 3:  # we can't swim today
+        return [
+            _pick(rng, _PLAIN_PRONOUNS),
+            _pick(rng, ("can't", "won't", "don't")),
+            _pick(rng, _INTRANSITIVE_VERBS)[0],
+            *_optional(rng, 0.4, [_pick(rng, _ADVERBS)]),
+        ]
+    if kind == 4:  # the cat doesn't like soup
+        return [*_noun_phrase(rng, 0.3), "doesn't", _pick(rng, _TRANSITIVE_VERBS)[0], *_noun_phrase(rng, 0.3)]
+    return [_pick(rng, _THIRD_PERSON_PRONOUNS), _pick(rng, _TRANSITIVE_VERBS)[1], *_noun_phrase(rng)]
+
+
+def _command(rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(3)
+    if kind == 0:  # please open the door
+        opener = _optional(rng, 0.6, [_pick(rng, ("please", "don't"))])
+        return [*opener, _pick(rng, _TRANSITIVE_VERBS)[0], *_noun_phrase(rng)]
+    if kind == 1:  # bring me the cup
+        return [_pick(rng, _TRANSITIVE_VERBS)[0], _pick(rng, _OBJECT_PRONOUNS), *_noun_phrase(rng)]
+    return ["let's", _pick(rng, _INTRANSITIVE_VERBS)[0], *_optional(rng, 0.5, [_pick(rng, _ADVERBS)])]
+
+
+def _question(rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(5)
+    if kind == 0:  # do you see the big dog / will we feed the cat
+        return [
+            _pick(rng, ("do", "will")),
+            _pick(rng, _PLAIN_PRONOUNS),
+            _pick(rng, _TRANSITIVE_VERBS)[0],
+            *_noun_phrase(rng),
+        ]
+    if kind == 1:  # does the cat want a cookie
+        return ["does", *_noun_phrase(rng, 0.3), _pick(rng, _TRANSITIVE_VERBS)[0], *_noun_phrase(rng, 0.3)]
+    if kind == 2:  # can we play outside
+        return [
+            "can",
+            _pick(rng, _PLAIN_PRONOUNS),
+            _pick(rng, _INTRANSITIVE_VERBS)[0],
+            *_optional(rng, 0.5, [_pick(rng, _ADVERBS)]),
+        ]
+    if kind == 3:  # where is my little cat
+        return [_pick(rng, ("where", "what")), "is", *_noun_phrase(rng)]
+    return ["who", _pick(rng, _TRANSITIVE_VERBS)[1], *_noun_phrase(rng)]
+
+
+def _description(rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(4)
+    if kind == 0:  # the soup is hot
+        return [*_noun_phrase(rng, 0.2), _pick(rng, ("is", "isn't")), _pick(rng, _ADJECTIVES)]
+    if kind == 1:  # it's a good day
+        return [_pick(rng, ("it's", "that's")), *_noun_phrase(rng, 0.7)]
+    if kind == 2:  # the cat is in the box
+        return [*_noun_phrase(rng), "is", _pick(rng, _PREPOSITIONS), *_noun_phrase(rng, 0.3)]
+    return [_pick(rng, _BEING), _pick(rng, _ADJECTIVES), *_optional(rng, 0.4, [_pick(rng, _ADVERBS)])]
+
+
+# How often each kind of sentence is drawn; statements dominate, as in read speech.
+_SENTENCE_KINDS = ((_statement, 0.4), (_command, 0.15), (_question, 0.2), (_description, 0.2))
+
+
+def random_sentence(rng: np.random.Generator) -> str:
+    """Draws a sentence of 2 to 8 words from the module's grammar.
+
+    Args:
+        rng: the random generator; the same state gives the same sentence.
+
+    Returns:
+        Lower-case words from `VOCABULARY` separated by single spaces, e.g. "the little dog sleeps".
+    """
+    if rng.random() < 0.05:
+        return " ".join(_pick(rng, _PHRASES))  # "thank you": short fixed phrases, like real speech has
+    kinds, weights = zip(*_SENTENCE_KINDS, strict=True)
+    while True:  # a few templates can run long; drawing again keeps every sentence within the limits
+        words = kinds[int(rng.choice(len(kinds), p=np.array(weights) / sum(weights)))](rng)
+        if MIN_WORDS <= len(words) <= MAX_WORDS:
+            return " ".join(words)
+
+
+# --- 11.2 Speakers ---
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """The voice of one synthetic speaker.
+
+    Attributes:
+        pitch_hz: average fundamental frequency in Hz (80-260: low male voice to child).
+        tract_scale: multiplies every formant frequency; a shorter vocal tract (children, most women) has
+            higher formants (0.85-1.15).
+        rate: speaking-rate factor; letter durations are divided by it (0.75 slow to 1.3 fast).
+        gain_db: loudness relative to the normalised level, in dB (-10 to +10).
+    """
+
+    pitch_hz: float
+    tract_scale: float
+    rate: float
+    gain_db: float
+
+
+def random_speaker(rng: np.random.Generator) -> Speaker:
+    """Draws a speaker with pitch, vocal tract length, speaking rate and loudness in the ranges of `Speaker`.
+
+    Pitch is drawn on a log scale (voices are spread evenly in musical terms, not in Hz), and a high
+    pitch tends to come with a short vocal tract, as it does in people.
+    """
+    position = rng.random()  # 0 = the lowest voice, 1 = the highest
+    pitch_hz = 80.0 * (260.0 / 80.0) ** position
+    tract_scale = float(np.clip(0.87 + 0.22 * position + rng.normal(0.0, 0.05), 0.85, 1.15))
+    return Speaker(
+        pitch_hz=float(pitch_hz),
+        tract_scale=tract_scale,
+        rate=float(rng.uniform(0.75, 1.3)),
+        gain_db=float(rng.uniform(-10.0, 10.0)),
+    )
+
+
+# --- 11.3 Phones: what each letter sounds like ---
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One stretch of a letter with steady sources, e.g. the closure, burst or aspiration of a stop.
+
+    Levels are root-mean-square amplitudes; a vowel's voicing is 1.
+    """
+
+    duration_ms: float
+    voicing: float = 0.0  # glottal pulses through the vocal tract
+    aspiration: float = 0.0  # noise through the vocal tract: "h", the puff after "p t k"
+    frication: float = 0.0  # noise through its own band: "s", bursts; not shaped by the formants
+    band_hz: tuple[float, float] = (0.0, 0.0)  # the frication band, for the average vocal tract
+    burst: bool = False  # a sharp onset with a fast decay (a stop's release) instead of a steady level
+
+
+Triple = tuple[float, float, float]  # (F1, F2, F3): frequencies in Hz, or peak levels
+_VOWEL_LEVELS = (1.0, 0.7, 0.45)  # F2 and F3 weaker than F1, as the glottal source's spectrum falls
+
+
+@dataclass(frozen=True)
+class _Letter:
+    """A letter as a phone: its parts in time order and the formant targets it pulls the tract towards.
+
+    `formants_start` and `formants_end` are (F1, F2, F3) in Hz for the average tract; they differ for
+    sounds with moving formants ("w", "y"). `None` means the letter does not move the tract: the formants
+    glide straight through it from one neighbour to the other.
+    """
+
+    parts: tuple[_Part, ...]
+    formants_start: Triple | None = None
+    formants_end: Triple | None = None
+    formant_levels: Triple = _VOWEL_LEVELS  # peak amplitude of F1, F2, F3
+
+
+_NASAL_LEVELS = (1.0, 0.18, 0.1)  # a nasal murmur: a strong low resonance, little above it
+_VOICE_BAR_LEVELS = (1.0, 0.05, 0.03)  # voicing behind a closed mouth: only a low "voice bar" gets out
+_WHISPER_LEVELS = (0.5, 1.0, 0.8)  # aspiration: with the glottis open, F1 is damped
+_SIBILANT_BAND = (4800.0, 7400.0)
+_LABIODENTAL_BAND = (1000.0, 7600.0)  # "f" and "v": weak and spread over everything
+_LABIAL_BURST = (300.0, 1200.0)  # stop bursts: the place of the closure sets the burst's band
+_ALVEOLAR_BURST = (3800.0, 6800.0)
+_VELAR_BURST = (1800.0, 2800.0)
+
+
+def _stop(
+    burst_band: tuple[float, float],
+    locus: Triple,
+    voiced: bool,
+    burst_ms: float = 8.0,
+    aspiration_ms: float = 30.0,
+) -> _Letter:
+    """A stop: closure (silent, or a voice bar if voiced), a burst, and aspiration if voiceless.
+
+    `locus` is where the formants point during the closure; the transitions into the next vowel are a
+    stop's main cue to its place in real speech.
+    """
+    if voiced:
+        parts = (_Part(50, voicing=0.15), _Part(burst_ms, frication=0.35, band_hz=burst_band, burst=True))
+        return _Letter(parts, locus, locus, _VOICE_BAR_LEVELS)
+    parts = (
+        _Part(50),
+        _Part(burst_ms, frication=0.55, band_hz=burst_band, burst=True),
+        _Part(aspiration_ms, aspiration=0.3),
+    )
+    return _Letter(parts, locus, locus, _WHISPER_LEVELS)
+
+
+def _vowel(start: Triple, end: Triple | None = None, levels: Triple = _VOWEL_LEVELS) -> _Letter:
+    return _Letter((_Part(110, voicing=1.0),), start, start if end is None else end, levels)
+
+
+def _glide(
+    start: Triple, end: Triple, duration_ms: float, levels: Triple = _VOWEL_LEVELS, voicing: float = 0.8
+) -> _Letter:
+    return _Letter((_Part(duration_ms, voicing=voicing),), start, end, levels)
+
+
+def _fricative(band: tuple[float, float], level: float, voice_bar_formants: Triple | None = None) -> _Letter:
+    if voice_bar_formants is None:
+        return _Letter((_Part(100, frication=level, band_hz=band),))  # voiceless: the tract is not excited
+    part = _Part(100, voicing=0.2, frication=level, band_hz=band)
+    return _Letter((part,), voice_bar_formants, voice_bar_formants, _VOICE_BAR_LEVELS)
+
+
+_LETTERS: dict[str, _Letter] = {
+    # Vowels: voicing with three formants (values near Peterson & Barney's 1952 averages). Formant
+    # levels and movement differ too: unlike frequencies, they survive a change of vocal tract length.
+    "a": _vowel((800, 1350, 2650), levels=(1.0, 0.9, 0.5)),  # open: strong F1 and F2
+    "e": _vowel((500, 1900, 2600)),
+    "i": _vowel((300, 2300, 3100), levels=(1.0, 0.5, 0.6)),
+    "o": _vowel((600, 1000, 2450), (450, 800, 2350)),  # as in "go": it closes towards "u"
+    "u": _vowel((300, 700, 2200), levels=(1.0, 0.45, 0.2)),  # rounded: dark, little above F2
+    # Glides and liquids: voiced, shorter, with formants that move.
+    "y": _glide((260, 2400, 3200), (500, 1700, 2500), 80),
+    "w": _glide((250, 600, 2100), (420, 1300, 2400), 70, voicing=0.75),
+    "l": _glide((350, 1000, 2900), (420, 1250, 2800), 75, levels=(1.0, 0.25, 0.7)),  # weak F2, strong F3
+    "r": _glide((420, 1150, 1600), (480, 1300, 1950), 80),  # the low F3 is what makes an "r"
+    "j": _Letter(  # an affricate: closure, a short "sh"-like friction, then voicing
+        (_Part(30), _Part(35, frication=0.45, band_hz=(1800.0, 3000.0)), _Part(45, voicing=0.8)),
+        (300, 2000, 2700),
+        (300, 2000, 2700),
+    ),
+    # Nasals: a weaker murmur with one strong low resonance; the faint F2 tells "m" from "n".
+    "m": _glide((250, 1000, 2200), (250, 1000, 2200), 80, levels=_NASAL_LEVELS, voicing=0.4),
+    "n": _glide((250, 1800, 2700), (250, 1800, 2700), 80, levels=_NASAL_LEVELS, voicing=0.4),
+    # Fricatives: noise bands; the voiced ones add a voice bar.
+    "s": _fricative(_SIBILANT_BAND, 0.55),
+    "z": _fricative(_SIBILANT_BAND, 0.4, voice_bar_formants=(200, 1600, 2600)),
+    "f": _fricative(_LABIODENTAL_BAND, 0.22),
+    "v": _fricative(_LABIODENTAL_BAND, 0.18, voice_bar_formants=(200, 1100, 2300)),
+    "c": _fricative((2400.0, 4000.0), 0.5),  # like the "sh" in "ship"
+    "x": _Letter(  # "ks": a velar closure and burst, then friction in a band of its own
+        (
+            _Part(30),
+            _Part(10, frication=0.5, band_hz=_VELAR_BURST, burst=True),
+            _Part(60, frication=0.45, band_hz=(3500.0, 5000.0)),
+        )
+    ),
+    "h": _Letter(  # a whispered neutral vowel
+        (_Part(90, aspiration=0.45),), (500, 1500, 2500), (500, 1500, 2500), _WHISPER_LEVELS
+    ),
+    # Stops.
+    "p": _stop(_LABIAL_BURST, (250, 800, 2200), voiced=False),
+    "b": _stop(_LABIAL_BURST, (200, 800, 2200), voiced=True),
+    "t": _stop(_ALVEOLAR_BURST, (300, 1800, 2700), voiced=False),
+    "d": _stop(_ALVEOLAR_BURST, (200, 1800, 2700), voiced=True),
+    "k": _stop(_VELAR_BURST, (280, 2100, 2500), voiced=False, burst_ms=12.0, aspiration_ms=35.0),
+    "g": _stop(_VELAR_BURST, (200, 2100, 2500), voiced=True, burst_ms=12.0),
+    "q": _Letter(  # "kw": a burst between "k" and "p", then a "w" glide instead of aspiration
+        (_Part(50), _Part(12, frication=0.55, band_hz=(1300.0, 2100.0), burst=True), _Part(55, voicing=0.8)),
+        (250, 600, 2100),
+        (400, 1000, 2300),
+    ),
+    # The apostrophe: a short broadband click between two brief silences.
+    "'": _Letter((_Part(15), _Part(5, frication=0.8, band_hz=(150.0, 7800.0), burst=True), _Part(15))),
+}
+
+# --- 11.4 Synthesis ---
+
+_FORMANT_BANDWIDTHS_HZ = np.array([90.0, 110.0, 160.0])
+_NEUTRAL_FORMANTS = (500.0, 1500.0, 2500.0)  # a relaxed tract ("uh"), used when no letter sets targets
+_GLIDE_MS = 30.0  # formants reach a letter's target up to this long after it starts (a third at most)
+_REPEAT_DIP_MS = 25.0  # between two identical letters ("ll"), so they stay two letters
+_REPEAT_DIP_LEVEL = 0.1
+_RAMP_MS = 5.0  # sources fade in and out over this long, so parts join without clicks
+_PAUSE_MS = (60.0, 150.0)  # between words, before dividing by the speaking rate
+_EDGE_SILENCE_MS = (50.0, 150.0)  # before the first and after the last letter
+_DURATION_JITTER = 0.12  # standard deviation of a letter's log duration: nobody speaks like a metronome
+_TARGET_ACTIVE_RMS = 0.03  # speech level (pauses excluded) before the gain: +10 dB rarely needs the guard
+_ROOM_TONE_DB = -60.0  # a faint noise floor relative to the speech, so silence is never exactly zero
+_FILTER_FRAME_MS = 16.0  # frames of the time-varying vocal tract filter
+
+
+def check_speakable(text: str) -> None:
+    """Raises ValueError unless `text` has a letter and only a-z, space and apostrophe."""
+    unknown = sorted(set(text) - SPEAKABLE_CHARACTERS)
+    if unknown:
+        raise ValueError(
+            f"cannot speak the characters {unknown} in {text!r}: the alphabet is a-z, space and "
+            "apostrophe; lower-case the text and remove digits and punctuation first"
+        )
+    if not text.strip(" '"):
+        raise ValueError(f"text {text!r} has no letters to speak; pass at least one of a-z")
+
+
+def _check_sample_rate(sample_rate: int) -> None:
+    if sample_rate < 16000:
+        raise ValueError(
+            f"sample_rate={sample_rate} is too low: the fricatives reach 7.4 kHz, so use 16000 (the lesson's "
+            "rate) or higher"
+        )
+
+
+def _smooth(signal: np.ndarray, width: int) -> np.ndarray:
+    """Moving average over `width` samples (a box filter via cumulative sums, so O(samples))."""
+    if width <= 1:
+        return signal
+    left = width // 2
+    padded = np.pad(signal, (left, width - 1 - left))
+    sums = np.concatenate(([0.0], np.cumsum(padded)))
+    return (sums[width:] - sums[:-width]) / width
+
+
+def _band_shape(frequencies: np.ndarray, band_hz: tuple[float, float], order: int = 4) -> np.ndarray:
+    """Magnitude of a Butterworth-like band-pass: flat inside `band_hz`, falling 24 dB/octave outside it."""
+    low, high = band_hz
+    with np.errstate(divide="ignore"):
+        high_pass = 1.0 / np.sqrt(1.0 + (low / np.maximum(frequencies, 1e-3)) ** (2 * order))
+    return high_pass / np.sqrt(1.0 + (frequencies / high) ** (2 * order))
+
+
+def _frication(part: _Part, num_samples: int, band_scale: float, rng: np.random.Generator, sample_rate: int):
+    """Band-limited noise for one part, with unit RMS times its envelope, shape `(num_samples,)`."""
+    spectrum = np.fft.rfft(rng.standard_normal(num_samples))
+    band = (part.band_hz[0] * band_scale, min(part.band_hz[1] * band_scale, 0.49 * sample_rate))
+    noise = np.fft.irfft(
+        spectrum * _band_shape(np.fft.rfftfreq(num_samples, 1.0 / sample_rate), band), num_samples
+    )
+    noise /= np.sqrt(np.mean(noise**2)) + 1e-12
+    time = np.arange(num_samples)
+    if part.burst:  # a release: on within half a millisecond, then decaying over the part
+        attack = max(1, int(0.0005 * sample_rate))
+        envelope = np.minimum(time / attack, 1.0) * np.exp(-3.0 * time / num_samples)
+    else:  # steady friction with raised-cosine fades, so it starts and stops without a click
+        fade = max(1, min(int(_RAMP_MS / 1000 * sample_rate), num_samples // 3))
+        envelope = np.ones(num_samples)
+        ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(fade) / fade)
+        envelope[:fade], envelope[num_samples - fade :] = ramp, ramp[::-1]
+    return part.frication * noise * envelope
+
+
+def _glottal_pulses(f0_hz: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """A glottal pulse train with jitter and shimmer, unit power, shape `(samples,)`.
+
+    One pulse per pitch period, at the moments where the accumulated phase passes a whole cycle; each
+    pulse is split between two samples for sub-sample timing. Pulses of height sqrt(period) give the
+    train a power of 1 at any pitch, like the unit-variance noise sources.
+    """
+    cycles = np.cumsum(f0_hz) / sample_rate  # (samples,) phase in cycles
+    pulse_cycles = np.arange(1, int(cycles[-1]) + 1)
+    after = np.searchsorted(cycles, pulse_cycles)  # first sample at or past each whole cycle
+    before = np.maximum(after - 1, 0)
+    fraction = (pulse_cycles - cycles[before]) / np.maximum(cycles[after] - cycles[before], 1e-12)
+    period = sample_rate / f0_hz[after]  # (pulses,) samples
+    # Jitter (1% of a period) and shimmer (8% of amplitude): the cycle-to-cycle wobble of a real larynx.
+    position = before + fraction + rng.normal(0.0, 0.01, len(after)) * period
+    position = np.clip(position, 0.0, len(f0_hz) - 2.0)
+    amplitude = np.sqrt(period) * (1.0 + 0.08 * rng.standard_normal(len(after)))
+    first = position.astype(np.int64)
+    split = position - first
+    pulses = np.zeros(len(f0_hz))
+    pulses[first] += amplitude * (1.0 - split)  # periods are >= 30 samples, so no index repeats
+    pulses[first + 1] += amplitude * split
+    return pulses
+
+
+def _pitch_track(
+    num_samples: int, speaker: Speaker, rng: np.random.Generator, sample_rate: int
+) -> np.ndarray:
+    """Fundamental frequency in Hz for every sample, shape `(samples,)`.
+
+    Pitch falls over a sentence (declination) and rises and falls slowly around the speaker's average.
+    """
+    progress = np.arange(num_samples) / num_samples
+    declination = rng.uniform(0.1, 0.25) * (0.5 - progress)  # natural log: starts 5-13% high, ends as low
+    seconds = np.arange(num_samples) / sample_rate
+    contour = rng.uniform(0.03, 0.07) * np.sin(
+        2 * np.pi * rng.uniform(1.0, 3.0) * seconds + rng.uniform(0, 2 * np.pi)
+    )
+    return speaker.pitch_hz * np.exp(declination + contour)
+
+
+def _vocal_tract_envelopes(
+    frame_centres: np.ndarray,
+    keypoints: list[tuple[float, ...]],
+    tract_scale: float,
+    sample_rate: int,
+    n_fft: int,
+) -> np.ndarray:
+    """Magnitude response of the vocal tract at each frame, shape `(frames, n_fft // 2 + 1)`.
+
+    The formants' frequencies and peak levels are interpolated between the letters' targets
+    (coarticulation). Each formant is a resonance peak (Lorentzian magnitude); a gentle tilt stands for
+    the glottal source's falling spectrum, and a high-pass removes DC. Every frame is scaled to unit mean
+    square, so a source's level alone sets how loud a part is.
+    """
+    if not keypoints:
+        keypoints = [(0.0, *_NEUTRAL_FORMANTS, *_VOWEL_LEVELS)]
+    table = np.array(keypoints)  # (keypoints, 7): time in samples, F1-F3 in Hz, their levels
+    tracks = np.stack(
+        [np.interp(frame_centres, table[:, 0], table[:, column]) for column in range(1, 7)], axis=1
+    )
+    tracks = tracks.astype(np.float32)  # single precision: twice as fast, and still deterministic
+    formants = tracks[:, :3] * np.float32(tract_scale)  # (frames, 3) Hz
+    levels = tracks[:, 3:]  # (frames, 3)
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / sample_rate).astype(np.float32)  # (bins,)
+    half_bandwidths = (0.5 * _FORMANT_BANDWIDTHS_HZ).astype(np.float32)
+    detuning = (frequencies[None, None, :] - formants[:, :, None]) / half_bandwidths[None, :, None]
+    envelope = np.sum(levels[:, :, None] / np.sqrt(1.0 + detuning**2), axis=1)  # (frames, bins)
+    tilt = (1.0 + (frequencies / 500.0) ** 2) ** -0.75  # -9 dB per octave above 500 Hz
+    high_pass = frequencies / np.sqrt(frequencies**2 + 70.0**2)
+    envelope *= tilt * high_pass
+    return envelope / np.sqrt(np.mean(envelope**2, axis=1, keepdims=True))
+
+
+def _filter_by_frames(sources: np.ndarray, envelopes: np.ndarray, hop: int, window: int) -> np.ndarray:
+    """Filters signals with a filter that changes every `hop` samples (overlap-add in the frequency domain).
+
+    Each frame is Hann-windowed, zero-padded to twice its length (room for the filter's ringing, so it
+    does not wrap around), multiplied by its frame's zero-phase `envelope`, and added back in place. With
+    a constant envelope of 1 the output equals the input.
+
+    Args:
+        sources: `(channels, samples)`.
+        envelopes: `(frames, window + 1)` magnitudes for an FFT of `2 * window`; frame `t` is centred on
+            sample `t * hop - window // 2` (see `_filter_frame_centres`).
+        hop: samples between frames, `window // 2` or `window // 4`, so the Hann windows sum to a
+            constant.
+        window: frame length in samples.
+
+    Returns:
+        `(channels, samples)` filtered signals.
+    """
+    channels, num_samples = sources.shape
+    num_frames = envelopes.shape[0]
+    n_fft = 2 * window
+    padded = np.pad(sources, ((0, 0), (window, num_frames * hop)))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, window, axis=1)[:, ::hop][:, :num_frames]
+    buffer = np.zeros((channels, num_frames, n_fft))  # float64: numpy's float32 FFT is slower
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / window)  # periodic, so shifted copies sum flat
+    buffer[:, :, window // 2 : window // 2 + window] = frames * hann  # centred: ringing has room both sides
+    spectra = np.fft.rfft(buffer, axis=-1) * envelopes  # (channels, frames, window + 1)
+    filtered = np.fft.irfft(spectra, n_fft, axis=-1)  # (channels, frames, n_fft)
+    chunks = n_fft // hop
+    output = np.zeros((channels, num_frames + chunks - 1, hop))
+    filtered = filtered.reshape(channels, num_frames, chunks, hop)
+    for chunk in range(chunks):  # overlap-add, one hop-sized slice of every frame at a time
+        output[:, chunk : chunk + num_frames] += filtered[:, :, chunk]
+    offset = window + window // 2  # padding before the source plus the centring inside the buffer
+    return output.reshape(channels, -1)[:, offset : offset + num_samples] * (hop / (0.5 * window))
+
+
+def _filter_frame_centres(num_samples: int, hop: int, window: int) -> np.ndarray:
+    """Sample at the centre of each frame of `_filter_by_frames`, shape `(frames,)`."""
+    num_frames = math.ceil((num_samples + window) / hop) + 1
+    return np.arange(num_frames) * hop - window // 2
+
+
+def _active_rms(waveform: np.ndarray, sample_rate: int) -> float:
+    """RMS over the 10 ms frames within 30 dB of the loudest: the speech level, pauses excluded."""
+    frame = sample_rate // 100
+    usable = len(waveform) // frame * frame
+    powers = np.mean(waveform[:usable].reshape(-1, frame) ** 2, axis=1)
+    return float(np.sqrt(np.mean(powers[powers > 1e-3 * powers.max()])))
+
+
+def synthesize_speech_with_alignment(
+    text: str, speaker: Speaker, rng: np.random.Generator, sample_rate: int = 16000
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Speaks `text` in `speaker`'s voice and says where each character is.
+
+    Args:
+        text: lower-case a-z, space and apostrophe.
+        speaker: the voice.
+        rng: the random generator; the same state gives bit-identical audio.
+        sample_rate: in Hz, at least 16000.
+
+    Returns:
+        The waveform, float32 `(samples,)` mono within [-1, 1], and for each character of `text` its
+        `(start, end)` in samples. Spans do not overlap; the dip between repeated letters and the
+        silence at either end belong to no character.
+
+    Raises:
+        ValueError: if `text` has a character outside the alphabet, or no letter.
+    """
+    check_speakable(text)
+    _check_sample_rate(sample_rate)
+    samples_per_ms = sample_rate / 1000.0
+
+    # 1. Plan: when each part of each letter happens, and where the formant targets are.
+    time = int(rng.uniform(*_EDGE_SILENCE_MS) * samples_per_ms)
+    parts: list[tuple[int, int, _Part, float]] = []  # (start, samples, part, loudness of its word)
+    keypoints: list[tuple[float, ...]] = []  # (time in samples, F1, F2, F3, level 1, level 2, level 3)
+    spans: list[tuple[int, int]] = []
+    word_loudness = 1.0
+    previous = " "
+    for character in text:
+        if character == " ":
+            pause = int(rng.uniform(*_PAUSE_MS) / speaker.rate * samples_per_ms)
+            spans.append((time, time + pause))
+            time += pause
+            previous = character
+            continue
+        if previous == " ":
+            word_loudness = 10.0 ** (rng.normal(0.0, 1.5) / 20.0)  # some words are said a little louder
+        letter = _LETTERS[character]
+        if character == previous:  # a dip keeps "ll" two letters (CTC needs a blank between them too)
+            last = letter.parts[-1]  # the dip continues the letter's last part, much quieter
+            dip = dataclasses.replace(
+                last,
+                duration_ms=_REPEAT_DIP_MS,
+                voicing=last.voicing * _REPEAT_DIP_LEVEL,
+                aspiration=last.aspiration * _REPEAT_DIP_LEVEL,
+                frication=last.frication * _REPEAT_DIP_LEVEL,
+                burst=False,
+            )
+            length = int(_REPEAT_DIP_MS / speaker.rate * samples_per_ms)
+            parts.append((time, length, dip, word_loudness))
+            time += length
+        stretch = math.exp(rng.normal(0.0, _DURATION_JITTER)) / speaker.rate
+        start = time
+        for part in letter.parts:
+            length = max(1, int(part.duration_ms * stretch * samples_per_ms))
+            parts.append((time, length, part, word_loudness))
+            time += length
+        spans.append((start, time))
+        if letter.formants_start is not None:
+            glide = min(_GLIDE_MS * samples_per_ms, (time - start) / 3)
+            keypoints.append((start + glide, *letter.formants_start, *letter.formant_levels))
+            keypoints.append((time - glide, *letter.formants_end, *letter.formant_levels))
+        previous = character
+    num_samples = time + int(rng.uniform(*_EDGE_SILENCE_MS) * samples_per_ms)
+
+    # 2. Sources: per-sample levels (smoothed, so parts join without clicks) and the frication noise.
+    voicing = np.zeros(num_samples)
+    aspiration = np.zeros(num_samples)
+    frication = np.zeros(num_samples)
+    band_scale = math.sqrt(speaker.tract_scale)  # the front cavity shapes friction; it scales less
+    for start, length, part, loudness in parts:
+        voicing[start : start + length] = part.voicing * loudness
+        aspiration[start : start + length] = part.aspiration * loudness
+        if part.frication > 0:
+            frication[start : start + length] += loudness * _frication(
+                part, length, band_scale, rng, sample_rate
+            )
+    ramp = int(_RAMP_MS * samples_per_ms)
+    voicing, aspiration = _smooth(voicing, ramp), _smooth(aspiration, ramp)
+    pulses = _glottal_pulses(_pitch_track(num_samples, speaker, rng, sample_rate), rng, sample_rate)
+    breath = rng.standard_normal(num_samples)
+
+    # 3. Filter: voicing and aspiration both pass through the moving vocal tract.
+    window = int(_FILTER_FRAME_MS * samples_per_ms) // 4 * 4
+    hop = window // 2  # the tract moves slowly: 8 ms steps are smooth enough, and twice as fast as 4 ms
+    centres = _filter_frame_centres(num_samples, hop, window)
+    envelopes = _vocal_tract_envelopes(centres, keypoints, speaker.tract_scale, sample_rate, 2 * window)
+    voiced, whispered = _filter_by_frames(np.stack([pulses, breath]), envelopes, hop, window)
+    waveform = voicing * voiced + aspiration * whispered + frication
+
+    # 4. Level: normalise the speech, add the room tone, apply the speaker's gain, never clip.
+    waveform *= _TARGET_ACTIVE_RMS / _active_rms(waveform, sample_rate)
+    waveform += rng.standard_normal(num_samples) * _TARGET_ACTIVE_RMS * 10.0 ** (_ROOM_TONE_DB / 20.0)
+    waveform *= 10.0 ** (speaker.gain_db / 20.0)
+    peak = np.max(np.abs(waveform))
+    if peak > 0.99:
+        waveform *= 0.99 / peak
+    return torch.from_numpy(waveform.astype(np.float32)), spans
+
+
+def synthesize_speech(
+    text: str, speaker: Speaker, rng: np.random.Generator, sample_rate: int = 16000
+) -> torch.Tensor:
+    """Speaks `text` in `speaker`'s voice.
+
+    Args:
+        text: lower-case a-z, space and apostrophe, e.g. "the little dog sleeps".
+        speaker: the voice (see `random_speaker`).
+        rng: the random generator; the same state gives bit-identical audio.
+        sample_rate: in Hz, at least 16000.
+
+    Returns:
+        float32 `(samples,)` mono, within [-1, 1]; about 100 ms per letter at an average rate.
+
+    Raises:
+        ValueError: if `text` has a character outside the alphabet (the message names it), or no letter.
+    """
+    return synthesize_speech_with_alignment(text, speaker, rng, sample_rate)[0]
+
+
+# --- 11.5 Noise (the paper's noisy dev set, Table 4 topic; training with added noise, section 5) ---
+
+NOISE_KINDS = ("white", "pink", "babble")
+
+
+def _babble(num_samples: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """3 to 6 other synthetic speakers talking at once, each at the same level, shape `(samples,)`."""
+    mixture = np.zeros(num_samples)
+    for _ in range(int(rng.integers(3, 7))):
+        speaker = random_speaker(rng)
+        speech = [synthesize_speech(random_sentence(rng), speaker, rng, sample_rate).numpy()]
+        while sum(len(piece) for piece in speech) < num_samples:  # one talker keeps talking
+            speech.append(synthesize_speech(random_sentence(rng), speaker, rng, sample_rate).numpy())
+        talker = np.concatenate(speech).astype(np.float64)
+        start = int(rng.integers(len(talker) - num_samples + 1))  # join the conversation anywhere
+        talker = talker[start : start + num_samples]
+        mixture += talker / np.sqrt(np.mean(talker**2))
+    return mixture
+
+
+def make_noise(num_samples: int, kind: str, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+    """Noise of one kind, float64 `(samples,)`, at an arbitrary level (`add_noise` sets the level).
+
+    "white" is flat; "pink" falls 3 dB per octave (power proportional to 1/f, like much real-world
+    noise); "babble" is other people talking, the hardest kind because it looks like the signal.
+    """
+    if kind == "white":
+        return rng.standard_normal(num_samples)
+    if kind == "pink":
+        spectrum = np.fft.rfft(rng.standard_normal(num_samples))
+        frequencies = np.fft.rfftfreq(num_samples, 1.0 / sample_rate)
+        spectrum /= np.sqrt(np.maximum(frequencies, 20.0))  # below 20 Hz, flat: no DC drift
+        spectrum[0] = 0.0
+        return np.fft.irfft(spectrum, num_samples)
+    if kind == "babble":
+        return _babble(num_samples, rng, sample_rate)
+    raise ValueError(f"unknown noise kind {kind!r}; choose one of {NOISE_KINDS}")
+
+
+def add_noise(
+    waveform: torch.Tensor, snr_db: float, kind: str, rng: np.random.Generator, sample_rate: int = 16000
+) -> torch.Tensor:
+    """Adds noise at a signal-to-noise ratio.
+
+    SNR = 10 log10(signal power / noise power), both powers averaged over the whole utterance; the noise
+    is scaled so the achieved SNR equals `snr_db` (to float32 precision). The sum is not clipped, so at
+    low SNR a loud utterance can exceed [-1, 1] slightly.
+
+    Args:
+        waveform: float `(samples,)` clean speech.
+        snr_db: the signal-to-noise ratio in dB, e.g. 10.
+        kind: "white", "pink" or "babble" (see `make_noise`).
+        rng: the random generator.
+        sample_rate: in Hz.
+
+    Returns:
+        float32 `(samples,)`, the noisy waveform.
+    """
+    if waveform.dim() != 1 or waveform.numel() == 0:
+        raise ValueError(
+            f"add_noise needs one mono waveform of shape (samples,), got {tuple(waveform.shape)}"
+        )
+    if not math.isfinite(snr_db):
+        raise ValueError(f"snr_db must be a finite number of dB, got {snr_db}")
+    signal = waveform.detach().cpu().double().numpy()
+    signal_power = np.mean(signal**2)
+    if signal_power == 0:
+        raise ValueError("the waveform is silent, so no SNR can be defined; pass speech")
+    noise = make_noise(len(signal), kind, rng, sample_rate)
+    noise *= np.sqrt(signal_power / (np.mean(noise**2) * 10.0 ** (snr_db / 10.0)))
+    return torch.from_numpy((signal + noise).astype(np.float32))
+
+
+# --- 11.6 Data sets: train, dev-clean and dev-noisy, with disjoint speakers ---
+
+
+@dataclass
+class SyntheticSplit:
+    """One data set split: utterances with their transcripts and speakers.
+
+    Attributes:
+        waveforms: float32 `(samples,)` each.
+        texts: the transcripts.
+        speakers: who said each utterance.
+        name: e.g. "train", "dev-clean", "dev-noisy".
+        noise: per utterance, "clean" or the noise kind added.
+        snr_db: per utterance, the SNR of the added noise in dB (`math.inf` when clean).
+        sample_rate: in Hz.
+    """
+
+    waveforms: list[torch.Tensor]
+    texts: list[str]
+    speakers: list[Speaker]
+    name: str
+    noise: list[str] = field(default_factory=list)
+    snr_db: list[float] = field(default_factory=list)
+    sample_rate: int = 16000
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def durations_s(self) -> np.ndarray:
+        """Length of each utterance in seconds, shape `(utterances,)`."""
+        return np.array([len(waveform) for waveform in self.waveforms]) / self.sample_rate
+
+
+Seed = int | tuple[int, ...]
+
+
+def _seed_words(seed: Seed) -> list[int]:
+    return [seed] if isinstance(seed, int) else list(seed)
+
+
+def make_speaker_pool(num_speakers: int, seed: Seed) -> list[Speaker]:
+    """Draws `num_speakers` speakers; different seeds give different (disjoint) pools."""
+    if num_speakers < 1:
+        raise ValueError(f"num_speakers must be at least 1, got {num_speakers}")
+    rng = np.random.default_rng([*_seed_words(seed), 0x5EA])  # 0x5EA: a stream of its own for speakers
+    return [random_speaker(rng) for _ in range(num_speakers)]
+
+
+def make_split(
+    name: str,
+    num_utterances: int,
+    speakers: Sequence[Speaker],
+    seed: Seed,
+    noise_kinds: Sequence[str] = (),
+    snr_db: float | tuple[float, float] = 10.0,
+    noisy_fraction: float = 1.0,
+    sample_rate: int = 16000,
+) -> SyntheticSplit:
+    """Synthesises a split: random sentences said by speakers drawn from `speakers`.
+
+    Utterance `i` draws from its own generator, seeded by `(seed, i)`, so it is the same whatever the
+    split's size.
+
+    Args:
+        name: the split's name.
+        num_utterances: how many utterances.
+        speakers: the pool to draw each utterance's speaker from (see `make_speaker_pool`).
+        seed: an int or a tuple of ints.
+        noise_kinds: kinds to draw from for noisy utterances (see `NOISE_KINDS`); empty for clean audio.
+        snr_db: a fixed SNR in dB, or a `(low, high)` range to draw each noisy utterance's SNR from.
+        noisy_fraction: the probability that an utterance gets noise (when `noise_kinds` is not empty).
+        sample_rate: in Hz.
+
+    Returns:
+        The split; `split.noise` and `split.snr_db` record what was added to each utterance.
+    """
+    if num_utterances < 0:
+        raise ValueError(f"num_utterances must be >= 0, got {num_utterances}")
+    if not speakers:
+        raise ValueError("speakers is empty; pass a pool from make_speaker_pool")
+    unknown = sorted(set(noise_kinds) - set(NOISE_KINDS))
+    if unknown:
+        raise ValueError(f"unknown noise kinds {unknown}; choose from {NOISE_KINDS}")
+    if not 0.0 <= noisy_fraction <= 1.0:
+        raise ValueError(f"noisy_fraction must be between 0 and 1, got {noisy_fraction}")
+    low, high = (snr_db, snr_db) if isinstance(snr_db, (int, float)) else snr_db
+    split = SyntheticSplit([], [], [], name, sample_rate=sample_rate)
+    for index in range(num_utterances):
+        rng = np.random.default_rng([*_seed_words(seed), index])
+        speaker = speakers[int(rng.integers(len(speakers)))]
+        text = random_sentence(rng)
+        waveform = synthesize_speech(text, speaker, rng, sample_rate)
+        kind, snr = "clean", math.inf
+        if noise_kinds and rng.random() < noisy_fraction:
+            kind, snr = str(noise_kinds[int(rng.integers(len(noise_kinds)))]), float(rng.uniform(low, high))
+            waveform = add_noise(waveform, snr, kind, rng, sample_rate)
+        split.waveforms.append(waveform)
+        split.texts.append(text)
+        split.speakers.append(speaker)
+        split.noise.append(kind)
+        split.snr_db.append(snr)
+    return split
+
+
+def make_splits(
+    train_size: int,
+    dev_size: int,
+    seed: int = 0,
+    train_noise_fraction: float = 0.0,
+    train_snr_db: tuple[float, float] = (5.0, 30.0),
+    num_train_speakers: int = 200,
+    num_dev_speakers: int = 40,
+    sample_rate: int = 16000,
+) -> dict[str, SyntheticSplit]:
+    """Makes the lesson's three splits, each with its own speakers.
+
+    "train" is clean unless `train_noise_fraction` > 0 (noise augmentation: that fraction of utterances
+    gets white, pink or babble noise at an SNR drawn from `train_snr_db`). "dev-clean" is clean;
+    "dev-noisy" has noise of a kind drawn per utterance at 10 dB SNR, like the paper's regular and
+    noisy development sets (Table 4 topic, section 3.5). No speaker appears in two splits, so the dev
+    sets measure how well the model handles voices it has never heard.
+
+    Returns:
+        {"train": ..., "dev-clean": ..., "dev-noisy": ...}
+    """
+    pools = {
+        "train": make_speaker_pool(num_train_speakers, (seed, 0)),
+        "dev-clean": make_speaker_pool(num_dev_speakers, (seed, 1)),
+        "dev-noisy": make_speaker_pool(num_dev_speakers, (seed, 2)),
+    }
+    names = list(pools)
+    for position, name in enumerate(names):  # continuous draws never collide, but say so if they did
+        for other in names[position + 1 :]:
+            if set(pools[name]) & set(pools[other]):
+                raise RuntimeError(f"speaker pools of {name} and {other} overlap; choose another seed")
+    train = make_split(
+        "train",
+        train_size,
+        pools["train"],
+        seed=(seed, 10),
+        noise_kinds=NOISE_KINDS if train_noise_fraction > 0 else (),
+        snr_db=train_snr_db,
+        noisy_fraction=train_noise_fraction,
+        sample_rate=sample_rate,
+    )
+    dev_clean = make_split(
+        "dev-clean", dev_size, pools["dev-clean"], seed=(seed, 11), sample_rate=sample_rate
+    )
+    dev_noisy = make_split(
+        "dev-noisy",
+        dev_size,
+        pools["dev-noisy"],
+        seed=(seed, 12),
+        noise_kinds=NOISE_KINDS,
+        snr_db=10.0,
+        sample_rate=sample_rate,
+    )
+    return {"train": train, "dev-clean": dev_clean, "dev-noisy": dev_noisy}
+
+
+def shared_sentences(train_split: SyntheticSplit, dev_split: SyntheticSplit) -> set[str]:
+    """Sentences that appear in both splits (short ones like "thank you" will; a dev WER on them is easy)."""
+    return set(train_split.texts) & set(dev_split.texts)
+
+
+# --- 11.7 Files ---
+
+
+def write_wav(path: str | Path, waveform: torch.Tensor, sample_rate: int = 16000) -> None:
+    """Writes a mono waveform `(samples,)` as a 16-bit PCM WAV file, for listening."""
+    if waveform.dim() != 1:
+        raise ValueError(f"write_wav needs a mono waveform of shape (samples,), got {tuple(waveform.shape)}")
+    samples = waveform.detach().cpu().float().clamp(-1.0, 1.0).numpy()
+    soundfile.write(str(path), samples, sample_rate, subtype="PCM_16")
+
+
+if __name__ == "__main__":
+    import time as clock
+
+    torch.set_num_threads(1)
+    demo_rng = np.random.default_rng(0)
+    for number in range(3):
+        demo_speaker, demo_text = random_speaker(demo_rng), random_sentence(demo_rng)
+        demo_audio = synthesize_speech(demo_text, demo_speaker, demo_rng)
+        write_wav(f"synthetic_{number}.wav", demo_audio)
+        print(f"synthetic_{number}.wav  {len(demo_audio) / 16000:.2f} s  {demo_text!r}  {demo_speaker}")
+    began = clock.perf_counter()
+    demo_split = make_split("speed", 200, make_speaker_pool(50, 1), seed=2)
+    elapsed = clock.perf_counter() - began
+    print(f"{demo_split.durations_s().sum() / elapsed:.0f}x real time on one thread")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 12. Training helpers: batching, SortaGrad (§3.3), evaluation, checkpoints, transcription
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """A padded minibatch. ``spectrograms (B, F, T)``, ``lengths (B,)`` frames, ``targets (B, S)``."""
+
+    spectrograms: Tensor
+    lengths: Tensor
+    targets: Tensor
+    target_lengths: Tensor
+    texts: list[str]
+
+    def to(self, device) -> Batch:
+        return Batch(
+            self.spectrograms.to(device),
+            self.lengths.to(device),
+            self.targets.to(device),
+            self.target_lengths.to(device),
+            self.texts,
+        )
+
+
+def collate(spectrograms: Sequence[Tensor], texts: Sequence[str]) -> Batch:
+    """Pad a list of ``(F, T_i)`` spectrograms and their transcripts into a ``Batch``."""
+    padded, lengths = pad_spectrograms(spectrograms)
+    labels = [encode_text(text) for text in texts]
+    target_lengths = torch.tensor([len(label) for label in labels], dtype=torch.long)
+    targets = nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=BLANK)
+    return Batch(padded, lengths, targets, target_lengths, [normalize_text(t) for t in texts])
+
+
+def sortagrad_batches(
+    lengths: Sequence[int], batch_size: int, epoch: int, seed: int = 0, sortagrad: bool = True
+) -> list[list[int]]:
+    """Minibatches of indices for one epoch, with SortaGrad (§3.3).
+
+    Epoch 0 (with ``sortagrad``): utterances in increasing order of length, so the model meets short,
+    easy utterances - and small CTC losses - first, which the paper finds stabilises early training.
+    Later epochs (or ``sortagrad=False``): random order. To waste little compute on padding, a random
+    epoch shuffles the utterances, sorts them by length within pools of 50 batches, cuts the pools into
+    batches and shuffles the batches - "a random order over minibatches", as §3.3 puts it. Every index
+    appears exactly once per epoch; the order is deterministic for ``(seed, epoch)``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(lengths) == 0:
+        raise ValueError("cannot make batches from an empty dataset")
+    lengths = np.asarray(lengths)
+    if sortagrad and epoch == 0:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; ``"cpu"``/``"cuda"`` as asked (clear error if absent)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict(model: DeepSpeech2, spectrograms: Sequence[Tensor], batch_size: int = 32):
+    """Log-probabilities for a list of ``(F, T_i)`` spectrograms: a list of ``(T'_i, C)`` CPU tensors."""
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([spec.shape[-1] for spec in spectrograms])  # similar lengths batch together
+    outputs: list[Tensor | None] = [None] * len(spectrograms)
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        padded, lengths = pad_spectrograms([spectrograms[i] for i in indices])
+        log_probs, out_lengths = model(padded.to(device), lengths.to(device))
+        for row, index in enumerate(indices):
+            outputs[index] = log_probs[row, : out_lengths[row]].float().cpu()
+    return outputs
+
+
+def evaluate(
+    model: DeepSpeech2,
+    spectrograms: Sequence[Tensor],
+    texts: Sequence[str],
+    lm: NGramLM | None = None,
+    beam_width: int = 0,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    batch_size: int = 32,
+) -> dict:
+    """Corpus CER and WER with greedy decoding, and with beam search (+ LM) when ``beam_width > 0``."""
+    log_probs = predict(model, spectrograms, batch_size)
+    greedy = [greedy_decode(lp)[0] for lp in log_probs]
+    result = {
+        "cer": character_error_rate(texts, greedy),
+        "wer": word_error_rate(texts, greedy),
+        "hypotheses": greedy,
+    }
+    if beam_width > 0:
+        beam = [prefix_beam_search(lp, beam_width, lm, alpha, beta) for lp in log_probs]
+        result |= {
+            "beam_cer": character_error_rate(texts, beam),
+            "beam_wer": word_error_rate(texts, beam),
+            "beam_hypotheses": beam,
+        }
+    return result
+
+
+CHECKPOINT_FORMAT = "deep-speech-2-lesson/1"
+
+
+def save_checkpoint(path: str | os.PathLike, model: DeepSpeech2, **state) -> None:
+    """Save the model (config + weights) and any training state, atomically.
+
+    ``state`` may hold an optimizer/scheduler ``state_dict()``, the epoch, metrics: anything
+    ``torch.load(weights_only=True)`` can read back (tensors, numbers, strings, lists, dicts). The file is
+    written next to its destination and renamed over it, so a crash mid-save leaves the old checkpoint.
+    """
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": model.config.to_dict(),
+        "model": model.state_dict(),
+        **state,
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def load_checkpoint(
+    path: str | os.PathLike, model: DeepSpeech2 | None = None, map_location="cpu"
+) -> tuple[DeepSpeech2, dict]:
+    """Load a checkpoint safely; returns ``(model, state)``.
+
+    Uses ``torch.load(weights_only=True)``: a file that would run code when unpickled is refused. If
+    ``model`` is given, its architecture must match the checkpoint's; otherwise a model is built from the
+    saved config. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (saying what to do)
+    for a truncated, corrupt, foreign or mismatched one.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r}; train one with `python train_minimal.py`")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # pickle, zip and torch errors all mean the same thing to a learner
+        text = str(error)
+        message = text.splitlines()[0] if text else type(error).__name__
+        if "GLOBAL" in text or "Unsupported global" in text:  # a pickled class or function: code
+            raise ValueError(
+                f"{path!r} was refused: it holds Python objects that could run code when loaded "
+                "(torch.load(weights_only=True) allows only tensors and plain data). Only load "
+                "checkpoints written by save_checkpoint from a source you trust."
+            ) from error
+        detail = next((line for line in text.splitlines() if "Unsupported" in line), message)
+        raise ValueError(
+            f"{path!r} is not a readable checkpoint (truncated or corrupt?): {detail.strip()}. "
+            "Re-train, or resume from an earlier checkpoint."
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path!r} is not a checkpoint of this lesson (format {CHECKPOINT_FORMAT!r}); "
+            "was it written by implementation.save_checkpoint?"
+        )
+    try:
+        config = DS2Config(**payload["config"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path!r} holds an invalid model config: {error}") from error
+    if model is None:
+        model = DeepSpeech2(config)
+    elif model.config != config:
+        saved, wanted = config.to_dict(), model.config.to_dict()
+        differences = [
+            f"{k}: checkpoint {saved[k]!r} vs model {wanted[k]!r}" for k in saved if saved[k] != wanted[k]
+        ]
+        raise ValueError(
+            f"{path!r} holds a different architecture ({'; '.join(differences)}). Build the model from the "
+            "checkpoint (load_checkpoint(path) without a model) or train a new one with these flags."
+        )
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise ValueError(
+            f"{path!r}: weights do not fit the saved config: {str(error).splitlines()[0]}"
+        ) from error
+    state = {k: v for k, v in payload.items() if k not in ("format", "config", "model")}
+    return model, state
+
+
+def load_audio(path: str | os.PathLike) -> tuple[Tensor, int]:
+    """Read an audio file with soundfile: ``(channels, samples)`` float32 in [-1, 1] and the sample rate."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no audio file at {path!r}")
+    try:
+        data, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)  # (samples, channels)
+    except Exception as error:
+        raise ValueError(f"{path!r} is not a readable audio file (WAV, FLAC, OGG...): {error}") from error
+    return torch.from_numpy(data.T.copy()), int(sample_rate)
+
+
+@torch.no_grad()
+def transcribe(
+    model: DeepSpeech2,
+    waveform: Tensor,
+    sample_rate: int,
+    lm: NGramLM | None = None,
+    beam_width: int = 0,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+) -> str:
+    """Audio in, text out: down-mix to mono, resample to the model's rate, featurize, decode.
+
+    Args:
+        waveform: ``(samples,)`` or ``(channels, samples)``, any sample rate.
+        beam_width: 0 for greedy decoding, else prefix beam search (with ``lm``, ``alpha``, ``beta``).
+    """
+    import torchaudio.functional as AF
+
+    waveform = check_waveform(to_mono(waveform), sample_rate, model.config.window_ms)
+    if sample_rate != model.config.sample_rate:
+        waveform = AF.resample(waveform, sample_rate, model.config.sample_rate)
+    spec = featurize(
+        waveform, model.config.sample_rate, model.config.sample_rate, model.config.spectrogram_floor_db
+    )
+    (log_probs,) = predict(model, [spec])
+    if beam_width > 0:
+        return prefix_beam_search(log_probs, beam_width, lm, alpha, beta)
+    return greedy_decode(log_probs)[0]
 
 
 if __name__ == "__main__":

@@ -399,6 +399,26 @@ def test_beam_search_can_output_doubled_letters():
     assert ds2.prefix_beam_search(log_probs, beam_width=8) == "l"
 
 
+def test_beam_search_handles_spaces_that_last_several_frames():
+    # "a", two frames of space, "b": the repeated space collapses to one (regression: it used to be dropped).
+    frames = [{"a": 1.0}, {" ": 1.0}, {" ": 1.0}, {"b": 1.0}]
+    best = ds2.prefix_beam_search_nbest(_sparse_log_probs(frames), beam_width=8)[0]
+    assert best.text == "a b" and best.ctc_log_prob == pytest.approx(0.0, abs=1e-6)
+    # Leading and trailing spaces read as nothing; " " + blank + " " is still one space.
+    frames = [{" ": 1.0}, {"a": 1.0}, {" ": 1.0}, {"_": 1.0}, {" ": 1.0}, {"b": 1.0}, {" ": 1.0}]
+    best = ds2.prefix_beam_search_nbest(_sparse_log_probs(frames), beam_width=8)[0]
+    assert best.text == "a b" and best.ctc_log_prob == pytest.approx(0.0, abs=1e-6)
+
+
+def test_nbest_texts_are_distinct_and_probabilities_sum_to_at_most_one():
+    torch.manual_seed(0)
+    log_probs = torch.randn(12, 29).mul(3).log_softmax(-1)
+    hypotheses = ds2.prefix_beam_search_nbest(log_probs, beam_width=64)
+    texts = [h.text for h in hypotheses]
+    assert len(texts) == len(set(texts))
+    assert sum(math.exp(h.ctc_log_prob) for h in hypotheses) <= 1.0 + 1e-9
+
+
 def _cat_or_cot():
     """Acoustics slightly prefer "a cot"; an LM trained on cats prefers "a cat"."""
     frames = [{"a": 0.95, "_": 0.05}, {" ": 0.95, "_": 0.05}, {"c": 0.95, "_": 0.05}]
