@@ -1,0 +1,233 @@
+"""Checks for exercise 4 (SortaGrad, DS2 §3.3).
+
+There is no library oracle for a batching plan, so the checks test the properties that define one:
+every index exactly once per epoch, full minibatches except possibly the last, epoch 0 in order of
+increasing length, later epochs shuffled, different from epoch to epoch, identical for the same seed and
+epoch whatever the global random state, and different for another seed.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from checks.common import CheckFailed, Part, call
+
+EXERCISE = 4
+FILENAME = "exercise_04_sortagrad.py"
+TITLE = "SortaGrad batching (DS2 §3.3)"
+MINUTES = 20
+
+
+def _lengths(count: int, seed: int) -> list[int]:
+    generator = random.Random(seed)
+    return [generator.randint(50, 1500) for _ in range(count)]
+
+
+def _expect_plan(
+    what: str, plan, num_samples: int, batch_size: int, full_then_rest: bool = True
+) -> list[int]:
+    """A valid plan: lists of Python ints, every index exactly once; returns the plan's order of indices.
+
+    ``full_then_rest``: full minibatches, then the remainder (the sorted plan). A shuffled plan may put its
+    smaller minibatch(es) anywhere: a plan that shuffles length-sorted minibatches, as
+    ``implementation.sortagrad_batches`` does, is as valid as one that shuffles samples.
+    """
+    if not isinstance(plan, list) or not all(isinstance(batch, list) for batch in plan):
+        raise CheckFailed(
+            f"{what}: expected a list of minibatches, each a list of ints; got {type(plan).__name__}"
+        )
+    for number, batch in enumerate(plan):
+        for index in batch:
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise CheckFailed(
+                    f"{what}: minibatch {number} holds a {type(index).__name__}; return plain Python ints (int(i), or .tolist())"
+                )
+    order = [index for batch in plan for index in batch]
+    seen = set(order)
+    missing = sorted(set(range(num_samples)) - seen)
+    if len(order) != len(seen):
+        repeated = sorted({index for index in order if order.count(index) > 1})[:5]
+        raise CheckFailed(
+            f"{what}: every sample must appear exactly once per epoch, but {repeated} appear more than once"
+        )
+    if missing or len(order) != num_samples:
+        extra = sorted(seen - set(range(num_samples)))[:5]
+        raise CheckFailed(
+            f"{what}: every sample 0..{num_samples - 1} must appear exactly once; missing {missing[:5]}"
+            + (f", out of range {extra}" if extra else "")
+            + (" (is the last, partial minibatch dropped?)" if missing and num_samples % batch_size else "")
+        )
+    sizes = [len(batch) for batch in plan]
+    if not full_then_rest:
+        most = -(-num_samples // batch_size) + num_samples // (10 * batch_size)  # ceil, plus a little slack
+        if min(sizes) < 1 or max(sizes) > batch_size or len(plan) > most:
+            raise CheckFailed(
+                f"{what}: expected about {-(-num_samples // batch_size)} minibatches of at most {batch_size} "
+                f"(none empty), got {len(plan)} with sizes from {min(sizes)} to {max(sizes)}"
+            )
+        return order
+    expected_sizes = [batch_size] * (num_samples // batch_size) + (
+        [num_samples % batch_size] if num_samples % batch_size else []
+    )
+    if sizes != expected_sizes:
+        raise CheckFailed(
+            f"{what}: minibatch sizes should be {expected_sizes[:6]}{'...' if len(expected_sizes) > 6 else ''} (full ones, then the rest), got {sizes[:6]}"
+        )
+    return order
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part a
+# ---------------------------------------------------------------------------------------------------------
+
+
+def check_sorted_plan(module) -> None:
+    small = call(module, "batches_by_length", [5, 1, 3], 2)
+    _expect_plan("batches_by_length([5, 1, 3], 2)", small, 3, 2)
+    if small != [[1, 2], [0]]:
+        raise CheckFailed(f"batches_by_length([5, 1, 3], 2): expected [[1, 2], [0]], got {small!r}")
+    for count, batch_size, seed in [(50, 8, 1), (48, 8, 2), (7, 32, 3), (9, 1, 4), (1, 4, 5)]:
+        lengths = _lengths(count, seed)
+        lengths[: count // 3] = [lengths[0]] * (count // 3)  # plenty of ties
+        what = f"batches_by_length({count} utterances, batch_size={batch_size})"
+        order = _expect_plan(
+            what, call(module, "batches_by_length", list(lengths), batch_size), count, batch_size
+        )
+        in_order = [lengths[index] for index in order]
+        if in_order != sorted(lengths):
+            position = next(i for i in range(1, len(in_order)) if in_order[i] < in_order[i - 1])
+            raise CheckFailed(
+                f"{what}: lengths must not decrease along the plan, but position {position - 1} has length {in_order[position - 1]} and position {position} has {in_order[position]}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part b
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _reseed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (the legacy global state is exactly what a learner might lean on)
+    torch.manual_seed(seed)
+
+
+def _check_shuffled(module, name: str, make_args, num_samples: int, batch_size: int) -> None:
+    """Shared by parts b and c: epochs >= 1 are valid, shuffled, distinct, reproducible, seed-dependent."""
+    # The check reseeds the global generators on purpose; put them back afterwards.
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()  # noqa: NPY002
+    try:
+        _check_shuffled_plans(module, name, make_args, num_samples, batch_size)
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])  # noqa: NPY002
+        torch.random.set_rng_state(states[2])
+
+
+def _check_shuffled_plans(module, name: str, make_args, num_samples: int, batch_size: int) -> None:
+    plans = {}
+    for epoch in (1, 2, 3):
+        what = f"{name} for epoch {epoch} (seed 7, {num_samples} samples, batch_size {batch_size})"
+        _reseed_everything(epoch)
+        plans[epoch] = call(module, name, *make_args(epoch, 7))
+        order = _expect_plan(what, plans[epoch], num_samples, batch_size, full_then_rest=False)
+        if order == sorted(order):
+            raise CheckFailed(
+                f"{what}: the indices come out in order 0, 1, 2, ...; a later epoch must be shuffled"
+            )
+        _reseed_everything(1000 + epoch)  # a different global random state must not matter
+        again = call(module, name, *make_args(epoch, 7))
+        if again != plans[epoch]:
+            raise CheckFailed(
+                f"{what}: a second call with the same seed and epoch gave a different plan; build your own "
+                "generator from (seed, epoch) instead of using the global random state"
+            )
+    if plans[1] == plans[2] or plans[2] == plans[3]:
+        raise CheckFailed(
+            f"{name}: epochs 1, 2 and 3 must each get a different order (mix the epoch into the seed); two were identical"
+        )
+    if call(module, name, *make_args(1, 8)) == plans[1]:
+        raise CheckFailed(
+            f"{name}: seeds 7 and 8 gave the same plan for epoch 1; the seed must change the order"
+        )
+
+
+def check_shuffled_plan(module) -> None:
+    for num_samples, batch_size in [(50, 8), (64, 16), (10, 3)]:
+        _check_shuffled(
+            module,
+            "shuffled_batches",
+            lambda epoch, seed, n=num_samples, b=batch_size: (n, b, epoch, seed),
+            num_samples,
+            batch_size,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part c
+# ---------------------------------------------------------------------------------------------------------
+
+
+def check_sortagrad(module) -> None:
+    for count, batch_size in [(50, 8), (33, 4), (5, 16)]:
+        lengths = _lengths(count, count)
+        what = f"sortagrad_batches epoch 0 ({count} utterances, batch_size {batch_size})"
+        plan = call(module, "sortagrad_batches", list(lengths), batch_size, 0, 7)
+        order = _expect_plan(what, plan, count, batch_size)
+        longest = [max(lengths[index] for index in batch) for batch in plan]
+        if longest != sorted(longest) or [lengths[i] for i in order] != sorted(lengths):
+            raise CheckFailed(
+                f"{what}: the first epoch must go in order of increasing length (longest per minibatch: {longest[:6]}...)"
+            )
+        if call(module, "sortagrad_batches", list(lengths), batch_size, 1, 7) == plan and count > batch_size:
+            raise CheckFailed(
+                "sortagrad_batches: epoch 1 gave the same plan as epoch 0; only epoch 0 is sorted, later epochs are shuffled"
+            )
+        if count > batch_size:
+            _check_shuffled(
+                module,
+                "sortagrad_batches",
+                lambda epoch, seed, ls=lengths, b=batch_size: (list(ls), b, epoch, seed),
+                count,
+                batch_size,
+            )
+    # Already sorted input: epoch 1 must still be shuffled, not just "sorted again".
+    ascending = list(range(100, 140))
+    plan = call(module, "sortagrad_batches", ascending, 4, 1, 0)
+    if [index for batch in plan for index in batch] == list(range(40)):
+        raise CheckFailed(
+            "sortagrad_batches: epoch 1 came out in length order; only epoch 0 is sorted, later epochs are shuffled"
+        )
+
+
+HINTS = {
+    "a": (
+        "Sort the sample indices (not the lengths) by length, then cut the sorted list into chunks.",
+        "sorted(range(len(lengths)), key=...) orders indices by any key; slices order[i:i + batch_size] for i "
+        "in range(0, n, batch_size) keep the partial last chunk.",
+        "order = sorted(range(len(lengths)), key=lambda i: lengths[i]); "
+        "return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]",
+    ),
+    "b": (
+        "Shuffle a list of all indices with a random generator that belongs to this call alone, then chunk it.",
+        "numpy.random.default_rng([seed, epoch]) (or torch.Generator().manual_seed(...) from both numbers) "
+        "gives a generator fixed by seed and epoch; .permutation(n) is a shuffled arange.",
+        "order = np.random.default_rng([seed, epoch]).permutation(num_samples).tolist(); "
+        "return [order[i:i + batch_size] for i in range(0, num_samples, batch_size)]",
+    ),
+    "c": (
+        "This part only chooses between parts a and b. Which epoch is the first one?",
+        "Epochs are counted from 0: epoch 0 is sorted; any epoch >= 1 is shuffled with (seed, epoch).",
+        "return batches_by_length(lengths, batch_size) if epoch == 0 else "
+        "shuffled_batches(len(lengths), batch_size, epoch, seed)",
+    ),
+}
+
+PARTS = [
+    Part("a", "sorted by length", ("batches_by_length",), check_sorted_plan, HINTS["a"]),
+    Part("b", "shuffled, reproducible", ("shuffled_batches",), check_shuffled_plan, HINTS["b"]),
+    Part("c", "SortaGrad", ("sortagrad_batches",), check_sortagrad, HINTS["c"]),
+]

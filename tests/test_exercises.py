@@ -1,0 +1,411 @@
+"""The exercises' checks under pytest: every solution passes, every stub is still a stub, the checks can fail.
+
+The tests run the very checks ``python exercises/check.py`` runs (``exercises/checks/``). By default
+they check ``exercises/solutions/``; ``pytest tests/test_exercises.py --exercises=learner`` (or
+``DS2_EXERCISES=learner``) checks your own files in ``exercises/`` instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import os
+import random
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "exercises")]
+import check  # noqa: E402  (exercises/check.py)
+from checks.ex02_ctc_loss import reference_alphas  # noqa: E402
+
+import implementation as ds2  # noqa: E402
+
+CHECKS = check.discover()
+PARTS = [(number, part) for number, module in CHECKS.items() for part in module.PARTS]
+_fresh = itertools.count()
+
+
+def fresh(number: int, which: str = "solutions"):
+    """A newly imported copy of an exercise file, so a test may patch it without affecting others."""
+    return check.load_file(
+        check.exercise_path(number, which), f"test_exercise_{number}_{which}_{next(_fresh)}"
+    )
+
+
+@pytest.fixture(scope="session")
+def target(request) -> str:
+    """Which files the checks run against: 'solutions' (default) or 'learner'."""
+    value = request.config.getoption("--exercises", default=None) or os.environ.get(
+        "DS2_EXERCISES", "solutions"
+    )
+    if value not in ("solutions", "learner"):
+        raise pytest.UsageError(f"DS2_EXERCISES must be 'solutions' or 'learner', got {value!r}")
+    return value
+
+
+@pytest.fixture
+def only_for_solutions(target):
+    if target == "learner":
+        pytest.skip("checks the repository's stubs; not meaningful while you are solving them")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every part passes (on the solutions; or on your files with --exercises=learner)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "number, part",
+    [pytest.param(n, p, id=f"{n}{p.letter}", marks=[pytest.mark.slow] if p.slow else []) for n, p in PARTS],
+)
+def test_part_passes(number, part, target):
+    result = check.run_part(number, part, fresh(number, target))
+    assert result.status is check.Status.PASSED, (
+        f"exercise {number} part {part.letter}: {result.status.value}: {result.message}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every stub is still a stub, and stubs and solutions describe the same functions
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", sorted(CHECKS))
+def test_every_stub_part_reports_not_attempted(number, only_for_solutions):
+    results = check.check_module(number, fresh(number, "learner"))
+    assert [r.status for r in results] == [check.Status.NOT_ATTEMPTED] * len(results), [
+        (r.part.letter, r.status.value, r.message) for r in results
+    ]
+
+
+def _definitions(path: Path) -> dict[str, ast.AST]:
+    """Top-level functions and classes, and methods as 'Class.method'."""
+    found = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            found[node.name] = node
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    found[f"{node.name}.{item.name}"] = item
+    return found
+
+
+@pytest.mark.parametrize("number", sorted(CHECKS))
+def test_stub_and_solution_define_the_same_functions_with_the_same_docstrings(number, only_for_solutions):
+    stub = _definitions(check.exercise_path(number, "learner"))
+    solution = _definitions(check.exercise_path(number, "solutions"))
+    assert stub.keys() == solution.keys()
+    for name, node in solution.items():
+        assert ast.get_docstring(stub[name]) == ast.get_docstring(node), f"{name}: docstrings differ"
+        if isinstance(node, ast.FunctionDef):
+            assert ast.dump(stub[name].args) == ast.dump(node.args), f"{name}: signatures differ"
+    # Each part's functions: in the stub, the body after the docstring is one `raise NotImplementedError`
+    # naming the exercise and part; in the solution, real code.
+    for part in CHECKS[number].PARTS:
+        for name in part.functions:
+            body = stub[name].body[1:]
+            assert len(body) == 1 and isinstance(body[0], ast.Raise), f"{name}: the stub should only raise"
+            message = ast.literal_eval(body[0].exc.args[0])
+            assert body[0].exc.func.id == "NotImplementedError"
+            assert message.startswith(f"Exercise {number}, part {part.letter}: "), message
+            assert not any(isinstance(n, ast.Raise) for n in solution[name].body[1:2]), (
+                f"{name}: unsolved solution"
+            )
+    # Module docstrings (the exercise's introduction) are identical too.
+    assert ast.get_docstring(
+        ast.parse(check.exercise_path(number, "learner").read_text())
+    ) == ast.get_docstring(ast.parse(check.exercise_path(number, "solutions").read_text()))
+
+
+def test_parts_are_lettered_in_order_with_three_hints_each():
+    for number, module in CHECKS.items():
+        assert module.FILENAME.startswith(f"exercise_{number:02d}_")
+        assert [part.letter for part in module.PARTS] == list("abcdefgh"[: len(module.PARTS)])
+        for part in module.PARTS:
+            assert len(part.hints) == 3 and all(isinstance(h, str) and len(h) > 20 for h in part.hints), part
+            assert part.hints == module.HINTS[part.letter]
+
+
+def test_readme_lists_every_exercise_and_the_check_command():
+    readme = (ROOT / "exercises" / "README.md").read_text()
+    for module in CHECKS.values():
+        assert module.FILENAME in readme
+    assert "exercise_05_end_to_end.py" in readme  # the placeholder row until it exists
+    assert "python exercises/check.py" in readme and "--solutions" in readme
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The checks can fail: common mistakes, patched into a copy of the solution, are caught and named
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _frames_power_no_window(frames):
+    return torch.fft.rfft(frames, dim=-1).abs().square().T
+
+
+def _greedy_drop_blanks_first(module):
+    def greedy_decode(log_probs):
+        best = [k for k in log_probs.argmax(-1).tolist() if k != module.BLANK]
+        return module.ds2.decode_labels([k for t, k in enumerate(best) if t == 0 or k != best[t - 1]])
+
+    return greedy_decode
+
+
+def _alphas_skipping_equal_labels(module):
+    return lambda log_probs, label: reference_alphas(log_probs, label, skip_equal_labels=True).float()
+
+
+def _normalise_each_bin(module):
+    def normalize_over_valid_frames(spec, lengths):
+        out = torch.zeros_like(spec)
+        for b, length in enumerate(lengths.tolist()):
+            valid = spec[b, :, :length]  # (F, T_b)
+            mean, std = valid.mean(1, keepdim=True), valid.std(1, unbiased=False, keepdim=True)
+            out[b, :, :length] = (valid - mean) / (std + 1e-5)
+        return out
+
+    return normalize_over_valid_frames
+
+
+def _ignore_epoch(module):
+    original = module.shuffled_batches
+    return lambda num_samples, batch_size, epoch, seed: original(num_samples, batch_size, 1, seed)
+
+
+def _batch_norm_forward(running_var_biased=False, eval_uses_batch=False, padding_in_stats=False):
+    def forward(self, x, lengths):
+        mask = ds2.lengths_to_mask(lengths, x.shape[1])
+        if self.training or eval_uses_batch:
+            valid = x.reshape(-1, x.shape[-1]) if padding_in_stats else x[mask]
+            mean, var = valid.mean(0), valid.var(0, unbiased=False)
+            if self.training:
+                with torch.no_grad():
+                    n = valid.shape[0]
+                    update = var if running_var_biased else var * n / (n - 1)
+                    self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+                    self.running_var.mul_(1 - self.momentum).add_(self.momentum * update)
+        else:
+            mean, var = self.running_mean, self.running_var
+        out = (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+        return out.masked_fill(~mask[..., None], 0.0)
+
+    return forward
+
+
+def _rnn_forward(batch_norm_on_outputs=False, relu_only=False, keep_padding=False):
+    def forward(self, x, lengths):
+        mask = ds2.lengths_to_mask(lengths, x.shape[1])
+        projected = self.input_projection(x)
+        if not batch_norm_on_outputs:
+            projected = self.norm(projected, lengths)
+        hidden, outputs = x.new_zeros(x.shape[0], self.hidden_size), []
+        for t in range(x.shape[1]):
+            pre = projected[:, t] + self.recurrent(hidden)
+            hidden = torch.relu(pre) if relu_only else torch.clamp(pre, 0, 20)
+            outputs.append(hidden)
+        output = torch.stack(outputs, 1)
+        if batch_norm_on_outputs:  # the mistake of the lesson this one was designed from
+            output = self.norm(output, lengths)
+        return output if keep_padding else output.masked_fill(~mask[..., None], 0.0)
+
+    return forward
+
+
+def _unseeded_shuffle(num_samples, batch_size, epoch, seed):
+    order = list(range(num_samples))
+    random.shuffle(order)  # global state: not reproducible
+    return [order[i : i + batch_size] for i in range(0, num_samples, batch_size)]
+
+
+def _numpy_ints(num_samples, batch_size, epoch, seed):
+    order = np.random.default_rng([seed, epoch]).permutation(num_samples)
+    return [list(order[i : i + batch_size]) for i in range(0, num_samples, batch_size)]
+
+
+def _stft_log10(waveform, sample_rate=16000):
+    window, hop = round(sample_rate / 50), round(sample_rate / 100)
+    stft = torch.stft(
+        waveform, window, hop, window=torch.hann_window(window), center=False, return_complex=True
+    )
+    return torch.log10(stft.abs().square() + 1e-10)
+
+
+def _normalise_with_padding(module):
+    def normalize_over_valid_frames(spec, lengths):
+        mean, std = spec.mean((1, 2), keepdim=True), spec.std((1, 2), unbiased=False, keepdim=True)
+        return ((spec - mean) / (std + 1e-5)).masked_fill(
+            ~ds2.lengths_to_mask(lengths, spec.shape[-1])[:, None], 0
+        )
+
+    return normalize_over_valid_frames
+
+
+def _statistics(unbiased=False, padding=False):
+    def masked_mean_and_variance(x, lengths):
+        valid = x.reshape(-1, x.shape[-1]) if padding else x[ds2.lengths_to_mask(lengths, x.shape[1])]
+        return valid.mean(0), valid.var(0, unbiased=unbiased)
+
+    return masked_mean_and_variance
+
+
+def _power(layout_tf=False, magnitude=False):
+    def power_spectrum(frames):
+        spectrum = torch.fft.rfft(frames * torch.hann_window(frames.shape[-1]), dim=-1).abs()
+        spectrum = spectrum if magnitude else spectrum.square()
+        return spectrum if layout_tf else spectrum.T
+
+    return power_spectrum
+
+
+def _unsorted(lengths, batch_size):
+    return [list(range(len(lengths)))[i : i + batch_size] for i in range(0, len(lengths), batch_size)]
+
+
+def _drop_last(lengths, batch_size):
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+
+
+# name: (exercise, part, what to patch, replacement built from the loaded module, words the message must contain)
+# fmt: off
+MISTAKES = {
+    "1a count_frames goes negative": (1, "a", "count_frames", lambda m: lambda n, w, h: 1 + (n - w) // h, "no frames"),
+    "1a frame_sizes swapped": (1, "a", "frame_sizes", lambda m: lambda sr, w=20.0, s=10.0: (round(sr * s / 1000), round(sr * w / 1000)), "expected (320, 160)"),
+    "1b frames do not overlap": (1, "b", "frame_signal", lambda m: lambda x, w, h: x.unfold(0, w, w), "shape"),
+    "1c no window": (1, "c", "power_spectrum", lambda m: _frames_power_no_window, "Hann window"),
+    "1c magnitude": (1, "c", "power_spectrum", lambda m: _power(magnitude=True), "magnitude"),
+    "1c (T, F) layout": (1, "c", "power_spectrum", lambda m: _power(layout_tf=True), "(F, T)"),
+    "1d log10": (1, "d", "log_power_spectrogram", lambda m: _stft_log10, "log10"),
+    "1e padding in statistics": (1, "e", "normalize_over_valid_frames", _normalise_with_padding, "include the padded frames"),
+    "1e one mean per bin": (1, "e", "normalize_over_valid_frames", _normalise_each_bin, "each frequency bin"),
+    "1e padding not zeroed": (1, "e", "normalize_over_valid_frames", lambda m: lambda s, n: s - 1.0, "exactly 0"),
+    "2a no final blank": (2, "a", "extend_with_blanks", lambda m: lambda y: torch.stack([torch.zeros_like(y), y], 1).flatten(), "once at the end"),
+    "2b skips between equal labels": (2, "b", "ctc_alphas", _alphas_skipping_equal_labels, "equal labels"),
+    "2c final blank only": (2, "c", "ctc_negative_log_likelihood", lambda m: lambda lp, y: -m.ctc_alphas(lp, y)[-1, -1], "final blank"),
+    "2c not negated": (2, "c", "ctc_negative_log_likelihood", lambda m: lambda lp, y: torch.logsumexp(m.ctc_alphas(lp, y)[-1, -2:], 0), "negative"),
+    "2d blanks dropped before collapsing": (2, "d", "greedy_decode", _greedy_drop_blanks_first, "merge first, then drop blanks"),
+    "3a no ceiling": (3, "a", "clipped_relu", lambda m: lambda x, ceiling=20.0: torch.relu(x), "ceiling"),
+    "3b padding in statistics": (3, "b", "masked_mean_and_variance", lambda m: _statistics(padding=True), "padded frames"),
+    "3b unbiased variance": (3, "b", "masked_mean_and_variance", lambda m: _statistics(unbiased=True), "unbiased"),
+    "3c biased running variance": (3, "c", "SequenceWiseBatchNorm.forward", lambda m: _batch_norm_forward(running_var_biased=True), "unbiased"),
+    "3c batch statistics in eval": (3, "c", "SequenceWiseBatchNorm.forward", lambda m: _batch_norm_forward(eval_uses_batch=True), "eval mode"),
+    "3c padding in statistics": (3, "c", "SequenceWiseBatchNorm.forward", lambda m: _batch_norm_forward(padding_in_stats=True), "include the padded frames"),
+    "3d BatchNorm on the outputs": (3, "d", "SimpleRNNLayer.forward", lambda m: _rnn_forward(batch_norm_on_outputs=True), "implementation.SimpleRNNLayer"),
+    "3d ReLU without ceiling": (3, "d", "SimpleRNNLayer.forward", lambda m: _rnn_forward(relu_only=True), "exactly 20"),
+    "3d padding not zeroed": (3, "d", "SimpleRNNLayer.forward", lambda m: _rnn_forward(keep_padding=True), "padded frames must come out as exactly 0"),
+    "4a not sorted": (4, "a", "batches_by_length", lambda m: _unsorted, "[[1, 2], [0]]"),
+    "4a last batch dropped": (4, "a", "batches_by_length", lambda m: _drop_last, "partial"),
+    "4b same order every epoch": (4, "b", "shuffled_batches", _ignore_epoch, "different order"),
+    "4b global random state": (4, "b", "shuffled_batches", lambda m: _unseeded_shuffle, "same seed and epoch"),
+    "4b numpy ints": (4, "b", "shuffled_batches", lambda m: _numpy_ints, "plain Python ints"),
+    "4c always sorted": (4, "c", "sortagrad_batches", lambda m: lambda ls, b, e, s=0: m.batches_by_length(ls, b), "later epochs are shuffled"),
+    "4c never sorted": (4, "c", "sortagrad_batches", lambda m: lambda ls, b, e, s=0: m.shuffled_batches(len(ls), b, e + 1, s), "increasing length"),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_a_common_mistake_fails_its_part_with_a_message_that_names_it(mistake):
+    number, letter, name, make, words = MISTAKES[mistake]
+    module = fresh(number)
+    owner, _, method = name.rpartition(".")
+    setattr(getattr(module, owner) if owner else module, method, make(module))
+    part = next(p for p in CHECKS[number].PARTS if p.letter == letter)
+    result = check.run_part(number, part, module)
+    assert result.status is check.Status.FAILED, f"{mistake}: the check did not notice"
+    assert words in result.message, f"{mistake}: message does not name the mistake: {result.message}"
+
+
+def test_implementation_sortagrad_batches_passes_the_sortagrad_check():
+    # The lesson's own implementation is a different, equally valid design (it shuffles length-sorted
+    # minibatches); the check must accept it, not just the exercise's solution.
+    if not hasattr(ds2, "sortagrad_batches"):
+        pytest.skip("implementation.sortagrad_batches is not there yet")
+    shim = types.SimpleNamespace(sortagrad_batches=ds2.sortagrad_batches)
+    result = check.run_part(4, CHECKS[4].PARTS[2], shim)
+    assert result.status is check.Status.PASSED, result.message
+
+
+def test_the_ctc_reference_oracle_agrees_with_f_ctc_loss():
+    generator = torch.Generator().manual_seed(0)
+    for text, frames in [("hello", 20), ("aa", 3), ("a", 1), ("abba", 9)]:
+        label = ds2.encode_text(text)
+        log_probs = F.log_softmax(torch.randn(frames, 29, generator=generator), dim=-1).double()
+        expected = F.ctc_loss(log_probs[:, None], label[None], [frames], [len(label)], reduction="sum")
+        assert -torch.logsumexp(reference_alphas(log_probs, label)[-1, -2:], 0) == pytest.approx(
+            float(expected), rel=1e-9
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a learner sees: one-line summaries, never a traceback
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_an_exception_in_learner_code_is_one_line_naming_the_line(tmp_path):
+    source = tmp_path / "exercise_04_sortagrad.py"
+    source.write_text("def batches_by_length(lengths, batch_size):\n    return [[lengths[999]]]\n")
+    module = check.load_file(source, "test_broken_learner_file")
+    result = check.run_part(4, CHECKS[4].PARTS[0], module)
+    assert result.status is check.Status.FAILED
+    assert result.message.startswith("IndexError: list index out of range (in batches_by_length, line 2:")
+    assert "\n" not in result.message
+
+
+def test_a_file_that_does_not_import_is_reported_in_one_line(tmp_path, capsys):
+    source = tmp_path / "exercise_02_ctc_loss.py"
+    source.write_text("def extend_with_blanks(label):\n    return label +\n")
+    assert check.check_and_report(2, source, "learner", all_hints=True) is False
+    out = capsys.readouterr().out
+    assert "SyntaxError" in out and "line 2" in out and "Traceback" not in out
+
+
+def test_a_check_that_never_finishes_is_stopped_and_reported():
+    def loop_forever(module):
+        while True:
+            pass
+
+    part = check.Part("a", "a loop", ("f",), loop_forever, ("x" * 21,) * 3, time_limit_s=0.5)
+    result = check.run_part(9, part, types.SimpleNamespace())
+    assert result.status is check.Status.FAILED and "did not finish in 0.5 s" in result.message
+
+
+def test_a_part_waiting_on_an_earlier_part_says_so():
+    module = fresh(1)
+    module.frame_signal = lambda *args: (_ for _ in ()).throw(
+        NotImplementedError("Exercise 1, part b: write frame_signal")
+    )
+    result = check.run_part(1, CHECKS[1].PARTS[3], module)  # part d uses part b
+    assert result.status is check.Status.NOT_ATTEMPTED and "part b first" in result.message
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_command_line_on_stubs_and_solutions(only_for_solutions, tmp_path):
+    stubs = _run("exercises/check.py", "all")
+    assert stubs.returncode == 1, stubs.stdout + stubs.stderr
+    assert "Traceback" not in stubs.stdout + stubs.stderr
+    assert stubs.stdout.count("not attempted yet") == len(PARTS) + len(
+        CHECKS
+    )  # a line per part + a summary each
+    assert "PASSED" not in stubs.stdout and "FAILED" not in stubs.stdout
+    # Exercises with slow parts (training a model) are left to test_part_passes, marked slow.
+    quick = [number for number, module in CHECKS.items() if not any(part.slow for part in module.PARTS)]
+    solutions = _run("exercises/check.py", *map(str, quick), "--solutions")
+    assert solutions.returncode == 0, solutions.stdout + solutions.stderr
+    assert solutions.stdout.count("PASSED") == sum(len(CHECKS[number].PARTS) for number in quick)
+    # Running an exercise file directly checks that file.
+    direct = _run(str(check.exercise_path(3, "learner")))
+    assert direct.returncode == 1 and "Traceback" not in direct.stderr
+    assert direct.stdout.count("not attempted yet") == len(CHECKS[3].PARTS) + 1
