@@ -334,8 +334,11 @@ class MaskedBatchNorm(nn.BatchNorm1d):
                 self.num_batches_tracked += 1
         else:
             mean, var = self.running_mean, self.running_var
-        scale = self.weight / torch.sqrt(var + self.eps)
-        return scale, self.bias - mean * scale
+        scale = torch.rsqrt(var + self.eps)
+        if self.weight is not None:  # affine=False: no learned gamma and beta
+            scale = scale * self.weight
+        shift = -mean * scale
+        return scale, shift if self.bias is None else shift + self.bias
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
         scale, shift = self.scale_and_shift(x, mask)
@@ -452,6 +455,9 @@ class GRULayer(nn.Module):
         self.hidden_size = hidden_size
         # One BatchNorm over the stacked input projections of both directions (3H gates per direction).
         self.norm = MaskedBatchNorm(3 * hidden_size * self.directions) if batch_norm else None
+        if batch_norm:  # BN's shift replaces the GRU's input bias, so that bias is neither used nor trained
+            for suffix in self._suffixes():
+                getattr(self.gru, "bias_ih" + suffix).requires_grad_(False).data.zero_()
 
     def _suffixes(self):
         return ["_l0", "_l0_reverse"][: self.directions]
@@ -656,7 +662,8 @@ class DeepSpeech2(nn.Module):
         return F.log_softmax(logits, dim=-1), lengths
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Trainable parameters (a GRU's input bias is replaced by BatchNorm's shift, so not counted)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -711,6 +718,11 @@ def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_l
 
     Note the reduction: ``F.ctc_loss(reduction="mean")`` also divides each loss by its target length;
     we do not, so the loss is the average of ``-log p(y|x)`` (nats per utterance).
+
+    A PyTorch detail worth knowing: the gradient ``F.ctc_loss`` returns for ``log_probs`` is
+    ``exp(log_probs) - gamma``, the gradient for the *logits* of a log_softmax, not ``-gamma``. It is
+    right once it flows back through ``log_softmax`` (as in the model), but compare it with
+    ``ctc_loss_from_scratch`` (whose gradient is exact for ``log_probs``) at the logits, not at ``log_probs``.
     """
     check_ctc_lengths(input_lengths, targets, target_lengths)
     losses = F.ctc_loss(
@@ -876,7 +888,8 @@ def prefix_beam_search_nbest(
     lm: NGramLM | None = None,
     alpha: float = 0.0,
     beta: float = 0.0,
-    prune_log_prob: float = -12.0,
+    prune_log_prob: float = -8.0,
+    max_labels_per_frame: int | None = 12,
 ) -> list[BeamHypothesis]:
     """CTC prefix beam search with optional word-LM shallow fusion (§3.8); the final beam, best first.
 
@@ -899,6 +912,8 @@ def prefix_beam_search_nbest(
         alpha: LM weight; beta: word insertion bonus (the paper's alpha and beta).
         prune_log_prob: skip labels whose log-probability at a frame is below this (speed);
             ``-inf`` considers every label.
+        max_labels_per_frame: consider at most this many of a frame's most probable labels (speed on
+            unconfident, e.g. untrained, models); ``None`` for no cap.
     """
     if log_probs.dim() != 2:
         raise ValueError(f"expected (T, C) log-probabilities of one utterance, got {tuple(log_probs.shape)}")
@@ -917,7 +932,15 @@ def prefix_beam_search_nbest(
             words = words[:-1]  # the last word is still being spelt
         if lm is None:
             return 0.0, len(words)
-        return lm.sentence_log_prob(words, eos=final), len(words)
+        return words_log_prob(tuple(words), final), len(words)
+
+    @functools.cache
+    def words_log_prob(words: tuple[str, ...], eos: bool) -> float:
+        """ln p_lm(words [+ </s>]), built word by word on the cached score of the words before."""
+        if not words:
+            return lm.log_prob(EOS, (BOS,)) if eos else 0.0
+        total = words_log_prob(words[:-1], False) + lm.log_prob(words[-1], (BOS, *words[:-1]))
+        return total + (lm.log_prob(EOS, (BOS, *words)) if eos else 0.0)
 
     def score(prefix, p_b, p_nb, final=False):
         ctc = _logadd(p_b, p_nb)
@@ -926,9 +949,11 @@ def prefix_beam_search_nbest(
         lm_log_prob, words = lm_part(prefix, final)
         return ctc + alpha * lm_log_prob + beta * words
 
+    label_limit = max_labels_per_frame or frames.shape[1]
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (p_b, p_nb)
     for frame in frames:
-        candidates = [k for k in range(len(frame)) if frame[k] >= prune_log_prob] or [int(frame.argmax())]
+        most_probable = np.argsort(-frame, kind="stable")[:label_limit].tolist()
+        candidates = [k for k in most_probable if frame[k] >= prune_log_prob] or most_probable[:1]
         next_beams: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (p_b, p_nb) in beams.items():
             p_total = _logadd(p_b, p_nb)
@@ -977,13 +1002,16 @@ def prefix_beam_search(
     lm: NGramLM | None = None,
     alpha: float = 0.0,
     beta: float = 0.0,
-    prune_log_prob: float = -12.0,
+    prune_log_prob: float = -8.0,
+    max_labels_per_frame: int | None = 12,
 ) -> str:
     """The best transcript of one utterance ``(T, C)`` under CTC prefix beam search (§3.8).
 
     See ``prefix_beam_search_nbest`` for the algorithm and arguments.
     """
-    return prefix_beam_search_nbest(log_probs, beam_width, lm, alpha, beta, prune_log_prob)[0].text
+    return prefix_beam_search_nbest(
+        log_probs, beam_width, lm, alpha, beta, prune_log_prob, max_labels_per_frame
+    )[0].text
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -2034,7 +2062,8 @@ def add_noise(
         )
     if not math.isfinite(snr_db):
         raise ValueError(f"snr_db must be a finite number of dB, got {snr_db}")
-    signal = waveform.detach().cpu().double().numpy()
+    # numpy from here on (no torch kernels), so this also runs in forked worker processes (make_split).
+    signal = np.asarray(waveform.detach().cpu().numpy(), dtype=np.float64)
     signal_power = np.mean(signal**2)
     if signal_power == 0:
         raise ValueError("the waveform is silent, so no SNR can be defined; pass speech")
@@ -2100,6 +2129,7 @@ def make_split(
     snr_db: float | tuple[float, float] = 10.0,
     noisy_fraction: float = 1.0,
     sample_rate: int = 16000,
+    workers: int = 1,
 ) -> SyntheticSplit:
     """Synthesises a split: random sentences said by speakers drawn from `speakers`.
 
@@ -2115,6 +2145,7 @@ def make_split(
         snr_db: a fixed SNR in dB, or a `(low, high)` range to draw each noisy utterance's SNR from.
         noisy_fraction: the probability that an utterance gets noise (when `noise_kinds` is not empty).
         sample_rate: in Hz.
+        workers: processes to synthesise in (the result is the same for any number).
 
     Returns:
         The split; `split.noise` and `split.snr_db` record what was added to each utterance.
@@ -2129,9 +2160,47 @@ def make_split(
     if not 0.0 <= noisy_fraction <= 1.0:
         raise ValueError(f"noisy_fraction must be between 0 and 1, got {noisy_fraction}")
     low, high = (snr_db, snr_db) if isinstance(snr_db, (int, float)) else snr_db
+    recipe = (_seed_words(seed), tuple(speakers), tuple(noise_kinds), low, high, noisy_fraction, sample_rate)
+    indices = range(num_utterances)
+    if workers > 1 and num_utterances >= 2 * workers:
+        # Utterance i depends only on (seed, i), so splitting the work between processes changes nothing.
+        import concurrent.futures
+        import multiprocessing
+
+        chunks = [range(start, num_utterances, workers) for start in range(workers)]
+        context = multiprocessing.get_context(
+            "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        )
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            parts = list(pool.map(_synthesize_utterances, [recipe] * workers, chunks))
+        by_index = {
+            i: item
+            for chunk, part in zip(chunks, parts, strict=True)
+            for i, item in zip(chunk, part, strict=True)
+        }
+        utterances = [by_index[i] for i in indices]
+    else:
+        utterances = _synthesize_utterances(recipe, indices)
     split = SyntheticSplit([], [], [], name, sample_rate=sample_rate)
-    for index in range(num_utterances):
-        rng = np.random.default_rng([*_seed_words(seed), index])
+    for samples, text, speaker, kind, snr in utterances:
+        split.waveforms.append(torch.from_numpy(samples))
+        split.texts.append(text)
+        split.speakers.append(speaker)
+        split.noise.append(kind)
+        split.snr_db.append(snr)
+    return split
+
+
+def _synthesize_utterances(recipe, indices) -> list[tuple[np.ndarray, str, Speaker, str, float]]:
+    """Utterances ``indices`` of a split (see make_split), as numpy arrays.
+
+    Runs in forked worker processes, so it must not call torch kernels: torch's OpenMP thread pool does
+    not survive a fork (the child would hang). Synthesis and noise are numpy throughout.
+    """
+    seed_words, speakers, noise_kinds, low, high, noisy_fraction, sample_rate = recipe
+    utterances = []
+    for index in indices:
+        rng = np.random.default_rng([*seed_words, index])
         speaker = speakers[int(rng.integers(len(speakers)))]
         text = random_sentence(rng)
         waveform = synthesize_speech(text, speaker, rng, sample_rate)
@@ -2139,12 +2208,8 @@ def make_split(
         if noise_kinds and rng.random() < noisy_fraction:
             kind, snr = str(noise_kinds[int(rng.integers(len(noise_kinds)))]), float(rng.uniform(low, high))
             waveform = add_noise(waveform, snr, kind, rng, sample_rate)
-        split.waveforms.append(waveform)
-        split.texts.append(text)
-        split.speakers.append(speaker)
-        split.noise.append(kind)
-        split.snr_db.append(snr)
-    return split
+        utterances.append((waveform.numpy(), text, speaker, kind, snr))
+    return utterances
 
 
 def make_splits(
@@ -2156,6 +2221,7 @@ def make_splits(
     num_train_speakers: int = 200,
     num_dev_speakers: int = 40,
     sample_rate: int = 16000,
+    workers: int = 1,
 ) -> dict[str, SyntheticSplit]:
     """Makes the lesson's three splits, each with its own speakers.
 
@@ -2187,9 +2253,10 @@ def make_splits(
         snr_db=train_snr_db,
         noisy_fraction=train_noise_fraction,
         sample_rate=sample_rate,
+        workers=workers,
     )
     dev_clean = make_split(
-        "dev-clean", dev_size, pools["dev-clean"], seed=(seed, 11), sample_rate=sample_rate
+        "dev-clean", dev_size, pools["dev-clean"], seed=(seed, 11), sample_rate=sample_rate, workers=workers
     )
     dev_noisy = make_split(
         "dev-noisy",
@@ -2199,6 +2266,7 @@ def make_splits(
         noise_kinds=NOISE_KINDS,
         snr_db=10.0,
         sample_rate=sample_rate,
+        workers=workers,
     )
     return {"train": train, "dev-clean": dev_clean, "dev-noisy": dev_noisy}
 
@@ -2217,22 +2285,6 @@ def write_wav(path: str | Path, waveform: torch.Tensor, sample_rate: int = 16000
         raise ValueError(f"write_wav needs a mono waveform of shape (samples,), got {tuple(waveform.shape)}")
     samples = waveform.detach().cpu().float().clamp(-1.0, 1.0).numpy()
     soundfile.write(str(path), samples, sample_rate, subtype="PCM_16")
-
-
-if __name__ == "__main__":
-    import time as clock
-
-    torch.set_num_threads(1)
-    demo_rng = np.random.default_rng(0)
-    for number in range(3):
-        demo_speaker, demo_text = random_speaker(demo_rng), random_sentence(demo_rng)
-        demo_audio = synthesize_speech(demo_text, demo_speaker, demo_rng)
-        write_wav(f"synthetic_{number}.wav", demo_audio)
-        print(f"synthetic_{number}.wav  {len(demo_audio) / 16000:.2f} s  {demo_text!r}  {demo_speaker}")
-    began = clock.perf_counter()
-    demo_split = make_split("speed", 200, make_speaker_pool(50, 1), seed=2)
-    elapsed = clock.perf_counter() - began
-    print(f"{demo_split.durations_s().sum() / elapsed:.0f}x real time on one thread")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -2484,9 +2536,26 @@ def transcribe(
 
 
 if __name__ == "__main__":
+    # A tour: write a few synthetic utterances to listen to, time the generator, run the model once.
+    import time as clock
+
+    out_folder = "synthetic_samples"
+    os.makedirs(out_folder, exist_ok=True)
+    demo_rng = np.random.default_rng(0)
+    for number in range(3):
+        demo_speaker, demo_text = random_speaker(demo_rng), random_sentence(demo_rng)
+        demo_audio = synthesize_speech(demo_text, demo_speaker, demo_rng)
+        demo_path = os.path.join(out_folder, f"synthetic_{number}.wav")
+        write_wav(demo_path, demo_audio)
+        print(f"{demo_path}  {len(demo_audio) / SAMPLE_RATE:.2f} s  {demo_text!r}  {demo_speaker}")
+    began = clock.perf_counter()
+    demo_split = make_split("speed", 200, make_speaker_pool(50, 1), seed=2)
+    elapsed = clock.perf_counter() - began
+    print(f"synthesis: {demo_split.durations_s().sum() / elapsed:.0f}x faster than real time on one process")
     model = DeepSpeech2()
-    waveform = torch.randn(SAMPLE_RATE)  # one second of noise
-    spec = featurize(waveform)
+    spec = featurize(demo_split.waveforms[0])
     log_probs, lengths = model(spec[None], torch.tensor([spec.shape[-1]]))
-    print(f"DeepSpeech2 with {model.num_parameters():,} parameters")
-    print(f"1 s of audio -> spectrogram {tuple(spec.shape)} -> log-probs {tuple(log_probs.shape)}")
+    print(f"DeepSpeech2 with {model.num_parameters():,} parameters (untrained)")
+    print(
+        f"{len(demo_split.waveforms[0]) / SAMPLE_RATE:.2f} s of audio -> spectrogram {tuple(spec.shape)} -> log-probs {tuple(log_probs.shape)}"
+    )

@@ -23,8 +23,15 @@ import torch
 import implementation as ds2
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad flags get one line on stderr and exit status 2 (no usage dump, no traceback)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
+    p = OneLineErrorParser(
         description="Train Deep Speech 2 (Amodei et al. 2015) on synthetic speech, or transcribe a WAV file.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -81,6 +88,9 @@ def parse_args(argv=None):
     g.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and batch order")
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda")
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    g.add_argument(
+        "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes that synthesise the data"
+    )
     g.add_argument("--out", default="runs/ds2", help="run folder for checkpoint.pt, metrics.json, curves.png")
     g.add_argument("--resume", metavar="CHECKPOINT", help="continue training from this checkpoint")
     g.add_argument(
@@ -161,7 +171,9 @@ def main(args):
     t_start = time.time()
 
     # ---- data: synthetic speech with disjoint speakers per split, and a text corpus for the LM
-    splits = ds2.make_splits(args.train_size, args.dev_size, seed=args.seed, train_noise_fraction=args.noise)
+    splits = ds2.make_splits(
+        args.train_size, args.dev_size, seed=args.seed, train_noise_fraction=args.noise, workers=args.workers
+    )
     features = {name: [ds2.featurize(w) for w in split.waveforms] for name, split in splits.items()}
     texts = {name: split.texts for name, split in splits.items()}
     train_frames = [f.shape[-1] for f in features["train"]]
