@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "exercises")]
@@ -139,7 +140,6 @@ def test_readme_lists_every_exercise_and_the_check_command():
     readme = (ROOT / "exercises" / "README.md").read_text()
     for module in CHECKS.values():
         assert module.FILENAME in readme
-    assert "exercise_05_end_to_end.py" in readme  # the placeholder row until it exists
     assert "python exercises/check.py" in readme and "--solutions" in readme
 
 
@@ -275,6 +275,102 @@ def _drop_last(lengths, batch_size):
     return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
 
 
+def _featurize_with(transform):
+    return lambda module: lambda waveforms, sample_rate=16000: [transform(w) for w in waveforms]
+
+
+def _featurize_as_one_batch(module):
+    def featurize_split(waveforms, sample_rate=16000):
+        padded = nn.utils.rnn.pad_sequence(list(waveforms), batch_first=True)  # (B, samples_max)
+        return list(ds2.normalize_spectrogram(ds2.log_spectrogram(padded)))  # padded (F, T_max) each
+
+    return featurize_split
+
+
+def _training_step(
+    eval_mode=False, no_zero_grad=False, no_clip=False, per_character=False, clipped_norm=False
+):
+    """The exercise 5 training step with one common mistake switched on."""
+
+    def training_step(model, optimizer, spectrograms, texts, clip_norm=5.0):
+        model.train(not eval_mode)
+        batch = ds2.collate(spectrograms, texts)
+        log_probs, out_lengths = model(batch.spectrograms, batch.lengths)
+        if per_character:
+            loss = F.ctc_loss(log_probs.transpose(0, 1), batch.targets, out_lengths, batch.target_lengths)
+        else:
+            loss = ds2.ctc_loss(log_probs, batch.targets, out_lengths, batch.target_lengths)
+        if not no_zero_grad:
+            optimizer.zero_grad()
+        loss.backward()
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9 if no_clip else clip_norm))
+        optimizer.step()
+        return loss.item(), min(norm, clip_norm) if clipped_norm else norm
+
+    return lambda module: training_step
+
+
+def _train(new_optimizer_each_step=False, shuffle_first_epoch=False, whole_epochs=False):
+    """The exercise 5 training loop with one common mistake switched on."""
+
+    def make(module):
+        def train(
+            model, spectrograms, texts, num_steps, batch_size=32, learning_rate=3e-3, clip_norm=5.0, seed=0
+        ):
+            optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+            lengths = [s.shape[-1] for s in spectrograms]
+            losses, epoch = [], 0
+            while len(losses) < num_steps:
+                for indices in ds2.sortagrad_batches(
+                    lengths, batch_size, epoch, seed, not shuffle_first_epoch
+                ):
+                    if len(losses) == num_steps and not whole_epochs:
+                        break
+                    if new_optimizer_each_step:
+                        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+                    step = module.training_step(
+                        model,
+                        optimizer,
+                        [spectrograms[i] for i in indices],
+                        [texts[i] for i in indices],
+                        clip_norm,
+                    )
+                    losses.append(step[0])
+                epoch += 1
+            return losses
+
+        return train
+
+    return make
+
+
+def _evaluate_cer(train_mode=False, decode_padding=False, mean_per_utterance=False):
+    """The exercise 5 evaluation with one common mistake switched on."""
+
+    def evaluate_cer(model, spectrograms, texts, batch_size=32):
+        model.train(train_mode)
+        hypotheses = []
+        with torch.no_grad():
+            for start in range(0, len(spectrograms), batch_size):
+                padded, lengths = ds2.pad_spectrograms(spectrograms[start : start + batch_size])
+                log_probs, out_lengths = model(padded, lengths)
+                hypotheses += ds2.greedy_decode(log_probs, None if decode_padding else out_lengths)
+        if mean_per_utterance:
+            cer = sum(ds2.character_error_rate(t, h) for t, h in zip(texts, hypotheses, strict=True)) / len(
+                texts
+            )
+        else:
+            cer = ds2.character_error_rate(list(texts), hypotheses)
+        return cer, hypotheses
+
+    return lambda module: evaluate_cer
+
+
+def _fixed_step_budget(module):
+    original = module.train_and_evaluate
+    return lambda train_split, dev_split, num_steps, seed=0: original(train_split, dev_split, 10, seed)
+
+
 # name: (exercise, part, what to patch, replacement built from the loaded module, words the message must contain)
 # fmt: off
 MISTAKES = {
@@ -309,6 +405,21 @@ MISTAKES = {
     "4b numpy ints": (4, "b", "shuffled_batches", lambda m: _numpy_ints, "plain Python ints"),
     "4c always sorted": (4, "c", "sortagrad_batches", lambda m: lambda ls, b, e, s=0: m.batches_by_length(ls, b), "later epochs are shuffled"),
     "4c never sorted": (4, "c", "sortagrad_batches", lambda m: lambda ls, b, e, s=0: m.shuffled_batches(len(ls), b, e + 1, s), "increasing length"),
+    "5a raw log spectrogram": (5, "a", "featurize_split", _featurize_with(ds2.log_spectrogram), "raw log spectrogram"),
+    "5a no floor": (5, "a", "featurize_split", _featurize_with(lambda w: ds2.normalize_spectrogram(ds2.log_spectrogram(w), floor_db=None)), "50 dB floor"),
+    "5a featurized as one padded batch": (5, "a", "featurize_split", _featurize_as_one_batch, "unpadded"),
+    "5b eval mode": (5, "b", "training_step", _training_step(eval_mode=True), "model.train()"),
+    "5b no zero_grad": (5, "b", "training_step", _training_step(no_zero_grad=True), "zero_grad"),
+    "5b no clipping": (5, "b", "training_step", _training_step(no_clip=True), "clip_grad_norm_"),
+    "5b loss per character": (5, "b", "training_step", _training_step(per_character=True), "reduction='mean'"),
+    "5b norm after clipping": (5, "b", "training_step", _training_step(clipped_norm=True), "before"),
+    "5c new optimizer every step": (5, "c", "train", _train(new_optimizer_each_step=True), "one torch.optim.Adam"),
+    "5c no SortaGrad": (5, "c", "train", _train(shuffle_first_epoch=True), "shortest utterances to the longest"),
+    "5c whole epochs only": (5, "c", "train", _train(whole_epochs=True), "exactly num_steps"),
+    "5d train mode": (5, "d", "evaluate_cer", _evaluate_cer(train_mode=True), "model.eval()"),
+    "5d padded frames decoded": (5, "d", "evaluate_cer", _evaluate_cer(decode_padding=True), "padded frames"),
+    "5d mean of per-utterance CERs": (5, "d", "evaluate_cer", _evaluate_cer(mean_per_utterance=True), "per-utterance"),
+    "5e own step budget": (5, "e", "train_and_evaluate", _fixed_step_budget, "exactly the 2 steps"),
 }
 # fmt: on
 
@@ -333,6 +444,19 @@ def test_implementation_sortagrad_batches_passes_the_sortagrad_check():
     shim = types.SimpleNamespace(sortagrad_batches=ds2.sortagrad_batches)
     result = check.run_part(4, CHECKS[4].PARTS[2], shim)
     assert result.status is check.Status.PASSED, result.message
+
+
+def test_the_end_to_end_bar_is_far_below_an_untrained_model():
+    # Exercise 5, part e asks for a dev-clean CER below CER_BAR; an untrained model must be far above it,
+    # or passing would prove nothing. (The dev split does not depend on the train size: utterance i of a
+    # split is drawn from (seed, i) alone.)
+    checks = CHECKS[5]
+    dev = ds2.make_splits(1, checks.DEV_SIZE, seed=checks.DATA_SEED)["dev-clean"]
+    torch.manual_seed(0)
+    untrained = ds2.evaluate(
+        ds2.DeepSpeech2(ds2.DS2Config()), [ds2.featurize(w) for w in dev.waveforms], dev.texts
+    )
+    assert untrained["cer"] > 3 * checks.CER_BAR, untrained["cer"]
 
 
 def test_the_ctc_reference_oracle_agrees_with_f_ctc_loss():
