@@ -50,7 +50,7 @@ def parse_args(argv=None):
     g.add_argument(
         "--no-sortagrad", action="store_true", help="shuffle epoch 1 too (turns off §3.3's curriculum)"
     )
-    g = p.add_argument_group("model (defaults: a 0.58M-parameter DS2 sized for a CPU)")
+    g = p.add_argument_group("model (defaults: a 0.57M-parameter DS2 sized for a CPU)")
     g.add_argument("--conv-layers", type=int, default=2, choices=[1, 2, 3], help="2D conv layers (§3.5)")
     g.add_argument(
         "--conv-channels", type=int, default=8, help="channels per conv layer (the paper: 32/32/96)"
@@ -69,7 +69,7 @@ def parse_args(argv=None):
         help="future frames for the lookahead convolution (with --unidirectional)",
     )
     g = p.add_argument_group("data (synthetic speech, generated at start)")
-    g.add_argument("--train-size", type=int, default=3000, help="training utterances")
+    g.add_argument("--train-size", type=int, default=2000, help="training utterances")
     g.add_argument("--dev-size", type=int, default=200, help="utterances in each of dev-clean and dev-noisy")
     g.add_argument(
         "--noise",

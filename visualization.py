@@ -368,7 +368,7 @@ def measure_stages(model, spectrogram):
         hook.remove()
 
     def count(*modules):
-        return sum(p.numel() for m in modules for p in m.parameters())
+        return sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
 
     window, hop = ds2.frame_parameters(config.sample_rate, config.window_ms, config.stride_ms)
     stages = [
