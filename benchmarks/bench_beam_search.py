@@ -1,8 +1,8 @@
 """CTC beam search: ``implementation.prefix_beam_search`` vs torchaudio's ``ctc_decoder`` (flashlight-text).
 
-What is decoded. The trained model is not part of this script, so by default it builds realistic CTC
-posteriorgrams from held-out sentences (``synthetic_posteriorgrams``): a small grammar over a ~125-word
-vocabulary; each character lasts 1-4 frames of a peaked distribution with 0-2 blank frames between
+What is decoded. ``--checkpoint runs/ds2/checkpoint.pt`` decodes a trained model's outputs on new noisy
+(10 dB SNR) synthetic speech of unheard speakers. Without it, the script builds CTC posteriorgrams from
+held-out sentences of the lesson's grammar (``synthetic_posteriorgrams``): each character lasts 1-4 frames of a peaked distribution with 0-2 blank frames between
 characters; then corruption: whole characters or single frames confused with a similar letter (with
 the true letter as a strong runner-up) and Gaussian noise on the logits, tuned so greedy CER is about
 10%. ``--posteriors FILE`` replaces them with a trained model's outputs: a ``torch.save``d dict
@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 import torchaudio
 from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState, ctc_decoder
@@ -50,21 +51,6 @@ import implementation as ds2  # noqa: E402
 # ----------------------------------------------------------------------------------------------------------
 # Held-out sentences and posteriorgrams
 # ----------------------------------------------------------------------------------------------------------
-DETERMINERS = "the a this that every some my your his her our their no one".split()
-ADJECTIVES = "small big little tall green red old young happy quiet brown yellow good bad sweet cold warm soft loud tiny"
-NOUNS = (
-    "cat dog bird fish horse sheep cow apple ball book door tree house car boat train river hill street garden "
-    "kitchen table chair window letter coffee bottle teacher doctor farmer child girl boy man woman friend "
-    "baby queen king mother father sister brother city school shop road field forest"
-)
-VERBS = (
-    "sees likes finds takes wants needs holds opens carries brings pulls pushes follows watches helps calls "
-)
-VERBS += "keeps sells buys leaves meets misses fills kicks"
-PREPOSITIONS = "in on near under behind with from into over by".split()
-ADVERBS = "quickly slowly often never always again today soon".split()
-ADJECTIVES, NOUNS, VERBS = ADJECTIVES.split(), NOUNS.split(), VERBS.split()
-
 # Letters an acoustic model plausibly confuses (vowels, voiced/voiceless pairs, nasals, liquids, ...).
 SIMILAR_GROUPS = ["aeo", "eiy", "ou", "bp", "dt", "gkc", "mn", "sz", "fv", "lr", "wu", "hf", "jg", "qk", "xs"]
 CONFUSABLE: dict[str, list[str]] = {}
@@ -74,22 +60,17 @@ for _group in SIMILAR_GROUPS:
         CONFUSABLE[_char] += [c for c in _group if c != _char and c not in CONFUSABLE[_char]]
 
 
-def noun_phrase(rng: random.Random) -> list[str]:
-    words = [rng.choice(DETERMINERS)]
-    if rng.random() < 0.5:
-        words.append(rng.choice(ADJECTIVES))
-    return [*words, rng.choice(NOUNS)]
-
-
 def generate_sentence(rng: random.Random) -> str:
-    """NP [ADV] VERB NP [PREP NP], e.g. "the old farmer often sells my red apple near the river"."""
-    words = noun_phrase(rng)
-    if rng.random() < 0.2:
-        words.append(rng.choice(ADVERBS))
-    words += [rng.choice(VERBS), *noun_phrase(rng)]
-    if rng.random() < 0.4:
-        words += [rng.choice(PREPOSITIONS), *noun_phrase(rng)]
-    return " ".join(words)
+    """A sentence from the lesson's own grammar (implementation.random_sentence), driven by ``rng``."""
+    return ds2.random_sentence(np.random.default_rng(rng.randrange(2**63)))
+
+
+def model_posteriorgrams(checkpoint: str, count: int, seed: int) -> tuple[list[torch.Tensor], list[str]]:
+    """A trained model's log-probs on ``count`` dev-noisy-like utterances (10 dB SNR) of unheard speakers."""
+    model, _ = ds2.load_checkpoint(checkpoint)
+    speakers = ds2.make_speaker_pool(40, (seed, 7))  # not the training pool of any train_minimal.py run
+    split = ds2.make_split("bench", count, speakers, seed=(seed, 8), noise_kinds=ds2.NOISE_KINDS, snr_db=10.0)
+    return ds2.predict(model, [ds2.featurize(w) for w in split.waveforms]), split.texts
 
 
 def synthetic_posteriorgram(
@@ -129,6 +110,12 @@ def synthetic_posteriorgrams(texts, seed: int, confusion: float, noise: float) -
 
 def load_test_set(args) -> tuple[list[torch.Tensor], list[str], list[torch.Tensor], list[str]]:
     """(tuning log-probs, tuning texts, test log-probs, test texts), from ``--posteriors`` or synthetic."""
+    if args.checkpoint:
+        log_probs, texts = model_posteriorgrams(
+            args.checkpoint, args.tune_utterances + args.utterances, args.seed
+        )
+        k = args.tune_utterances
+        return log_probs[:k], texts[:k], log_probs[k:], texts[k:]
     if args.posteriors:
         data = torch.load(args.posteriors, weights_only=True)
         log_probs, texts = [lp.float().contiguous() for lp in data["log_probs"]], list(data["texts"])
@@ -281,6 +268,11 @@ def main() -> None:
     parser.add_argument("--confusion", type=float, default=0.06, help="letter confusion rate (default 0.06)")
     parser.add_argument("--noise", type=float, default=1.5, help="logit noise std (default 1.5)")
     parser.add_argument("--posteriors", default=None, help="a trained model's outputs instead of synthetic")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="decode a trained model's outputs (e.g. runs/ds2/checkpoint.pt) on new 10 dB-SNR synthetic speech",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the test set (default 0)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # both decoders are single-threaded per utterance

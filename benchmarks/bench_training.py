@@ -9,7 +9,7 @@ Measured in one run, on the same threads:
     fraction of the matmul peak;
   * the data side: synthesis speed (x real time) and featurisation speed.
 
-    python benchmarks/bench_training.py [--batch-size 32] [--steps 8] [--threads 0]
+    python benchmarks/bench_training.py [--batch-size 32] [--batches 8] [--threads 0]
 """
 
 import argparse
@@ -47,7 +47,7 @@ def main():
     parser.add_argument(
         "--batch-size", type=int, default=32, help="utterances per step (train_minimal's default)"
     )
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps (after 2 warm-up steps)")
+    parser.add_argument("--batches", type=int, default=8, help="batches of synthetic utterances to time")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -56,10 +56,11 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     # Data: real synthetic utterances, as train_minimal.py makes them (half of them noisy).
+    count = args.batch_size * args.batches
     start = time.perf_counter()
     split = ds2.make_split(
         "bench",
-        2 * args.batch_size,
+        count,
         ds2.make_speaker_pool(50, (args.seed, 0)),
         seed=(args.seed, 1),
         noise_kinds=ds2.NOISE_KINDS,
@@ -71,13 +72,12 @@ def main():
     start = time.perf_counter()
     features = [ds2.featurize(w) for w in split.waveforms]
     featurize_seconds = time.perf_counter() - start
-    batches = [
-        ds2.collate(features[i : i + args.batch_size], split.texts[i : i + args.batch_size])
-        for i in range(0, len(features), args.batch_size)
-    ]
-    batch_audio = [sum(audio[i : i + args.batch_size]) for i in range(0, len(features), args.batch_size)]
+    # The batches of a later epoch of training: length-sorted pools, in random order (sortagrad_batches).
+    groups = ds2.sortagrad_batches([f.shape[-1] for f in features], args.batch_size, epoch=1, seed=args.seed)
+    batches = [ds2.collate([features[i] for i in g], [split.texts[i] for i in g]) for g in groups]
+    batch_audio = [float(sum(audio[i] for i in g)) for g in groups]
     print(
-        f"data: {len(features)} utterances, {audio.sum():.0f} s of audio; synthesis {audio.sum() / synth_seconds:.0f}x "
+        f"data: {count} utterances, {audio.sum():.0f} s of audio; synthesis {audio.sum() / synth_seconds:.0f}x "
         f"real time (1 process), featurize {audio.sum() / featurize_seconds:.0f}x real time"
     )
 
@@ -94,40 +94,37 @@ def main():
         optimizer.step()
 
     model.train()
-    with FlopCounterMode(display=False) as counter:
-        step(batches[0])
-    flops = [counter.get_total_flops()]
-    with FlopCounterMode(display=False) as counter:
-        step(batches[1])
-    flops.append(counter.get_total_flops())
+    flops = []
+    for batch in batches:  # one pass to count the operations of every batch (and to warm up)
+        with FlopCounterMode(display=False) as counter:
+            step(batch)
+        flops.append(counter.get_total_flops())
 
     peak_before, size = matmul_peak_gflops(repeats=5)
-    times = [[], []]
-    for index in range(args.steps + 2):
-        which = index % 2
+    step_seconds = []
+    for batch in batches:
         start = time.perf_counter()
-        step(batches[which])
-        if index >= 2:
-            times[which].append(time.perf_counter() - start)
+        step(batch)
+        step_seconds.append(time.perf_counter() - start)
     peak_after, _ = matmul_peak_gflops(repeats=5)
     peak = max(peak_before, peak_after)
 
-    step_seconds = [statistics.median(t) for t in times]
     audio_rate = sum(batch_audio) / sum(step_seconds)
     flop_rate = sum(flops) / sum(step_seconds) / 1e9
     print(f"peer  fp32 matmul peak ({size}x{size}):       {peak:8.1f} GFLOP/s")
     print(
-        f"ours  training step, batch {args.batch_size} (~{batch_audio[0]:.0f} s audio): "
-        f"{1000 * statistics.mean(step_seconds):6.0f} ms median, {sum(flops) / 2e9:.1f} GFLOP"
+        f"ours  {len(batches)} training steps, batch {args.batch_size} (~{sum(batch_audio) / len(batches):.0f} s audio each): "
+        f"{1000 * statistics.median(step_seconds):5.0f} ms median, {sum(flops) / len(flops) / 1e9:.1f} GFLOP each"
     )
     print(f"      throughput:                       {audio_rate:8.0f} audio-seconds per wall-second")
     print(
         f"      model FLOP rate:                  {flop_rate:8.1f} GFLOP/s = {100 * flop_rate / peak:.0f}% of the matmul peak"
     )
+    train_audio = 2000 * float(audio.mean())
     print(
-        f"      {model.num_parameters():,} parameters; 5 epochs of train_minimal's 3000 utterances (~6,900 s of audio)"
+        f"      {model.num_parameters():,} parameters; 5 epochs of train_minimal's 2000 utterances "
+        f"(~{train_audio:,.0f} s of audio) would take ~{5 * train_audio / audio_rate:.0f} s of training at this rate"
     )
-    print(f"      would take ~{5 * 6900 / audio_rate:.0f} s of training at this rate")
 
 
 if __name__ == "__main__":
