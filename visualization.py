@@ -433,7 +433,7 @@ def measure_stages(model, spectrogram):
         (
             "fully connected layer",
             f"{config.rnn_hidden} -> {config.num_classes} classes: blank, space, apostrophe, a-z",
-            ("B", "T'", "29"),
+            ("B", "T'", "C"),
             shapes["fc"],
             count(model.fc),
         )
@@ -442,7 +442,7 @@ def measure_stages(model, spectrogram):
         (
             "log-softmax -> CTC loss (§3.1) / greedy or beam-search decoding (§3.8)",
             "per-frame log-probabilities over the alphabet; CTC sums over every alignment to the transcript",
-            ("B", "T'", "29"),
+            ("B", "T'", "C"),
             tuple(log_probs.shape),
             0,
         )
@@ -502,7 +502,7 @@ def figure_architecture(path, model, spectrogram, source):
         f"DS2Config(conv_channels={config.conv_channels}, rnn_type={config.rnn_type!r}, "
         f"rnn_layers={config.rnn_layers}, rnn_hidden={config.rnn_hidden}, bidirectional={config.bidirectional}, "
         f"batch_norm={config.batch_norm})\nshapes measured with forward hooks on one {seconds:.2f} s utterance "
-        "(B = batch, C = channels, F = frequency bins, T = frames, H = hidden units)",
+        "(B = batch, C = channels or classes, F = frequency bins, T = frames, H = hidden units)",
         fontsize=10.5,
     )
     fig.tight_layout()
