@@ -34,6 +34,7 @@ import functools
 import math
 import os
 import tempfile
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -246,9 +247,21 @@ def to_mono(waveform: Tensor) -> Tensor:
         raise ValueError(
             f"expected (samples,) or (channels, samples) audio, got shape {tuple(waveform.shape)}"
         )
-    if waveform.shape[0] > waveform.shape[1]:  # (samples, channels): soundfile's layout
+    # (samples, channels): soundfile's layout. Not (channels, 0): an empty file read channels-first.
+    if 0 < waveform.shape[1] < waveform.shape[0]:
         waveform = waveform.T
     return waveform.float().mean(dim=0)
+
+
+# Digital silence: no sample reaches 1e-6, about 8 steps of a 24-bit file (a 16-bit file's smallest step
+# is 3e-5). Its spectrogram is the constant log(eps); normalised, that is all zeros, and whatever the model
+# outputs for it is invented. Real recordings of a quiet room have noise well above this.
+SILENT_PEAK = 1e-6
+
+
+def is_silent(waveform: Tensor) -> bool:
+    """True when no sample of ``waveform`` reaches ``SILENT_PEAK`` in magnitude."""
+    return bool(waveform.abs().max() < SILENT_PEAK) if waveform.numel() else True
 
 
 def featurize(
@@ -256,8 +269,9 @@ def featurize(
 ) -> Tensor:
     """One mono utterance -> the model's input: normalised log power spectrogram ``(F, T)``.
 
-    Raises ``ValueError`` for multi-channel audio (down-mix with ``to_mono``) and for a sample rate the
-    model was not built for (resample, or use ``transcribe`` which does both for you).
+    Raises ``ValueError`` for multi-channel audio (down-mix with ``to_mono``), for a sample rate the
+    model was not built for (resample, or use ``transcribe`` which does both for you), and for silent
+    audio (every sample below ``SILENT_PEAK``), besides ``check_waveform``'s empty/short/NaN checks.
     """
     frame_parameters(sample_rate)  # a usable sample rate at all?
     if isinstance(waveform, Tensor) and waveform.dim() == 2:
@@ -270,7 +284,17 @@ def featurize(
             f"the audio is sampled at {sample_rate} Hz but the model expects {expected_sample_rate} Hz; "
             "resample it (torchaudio.functional.resample) or call transcribe(), which resamples"
         )
+    waveform = check_waveform(waveform, sample_rate)
+    if is_silent(waveform):
+        raise ValueError(_silent_message(waveform))
     return normalize_spectrogram(log_spectrogram(waveform, sample_rate), floor_db=floor_db)
+
+
+def _silent_message(waveform: Tensor) -> str:
+    return (
+        f"the audio is silent (peak amplitude {float(waveform.abs().max()):.1g} < {SILENT_PEAK:g}): there "
+        "is nothing to transcribe. Check the recording level, the channel, and that the right file was loaded"
+    )
 
 
 def pad_spectrograms(specs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -2505,6 +2529,48 @@ def load_audio(path: str | os.PathLike) -> tuple[Tensor, int]:
     return torch.from_numpy(data.T.copy()), int(sample_rate)
 
 
+def chunk_boundaries(
+    waveform: Tensor,
+    sample_rate: int,
+    max_chunk_s: float = 20.0,
+    search_s: float = 3.0,
+    min_chunk_s: float = 1.0,
+) -> list[tuple[int, int]]:
+    """Cut a long mono recording into chunks of at most ``max_chunk_s`` seconds, at quiet moments.
+
+    Each cut falls in the middle of the quietest 10 ms frame among the last ``search_s`` seconds of a
+    chunk - in speech, usually a pause between words - so few words are cut in two. The last chunk is kept
+    at least ``min_chunk_s`` long, so no piece is too short to featurize.
+
+    Args:
+        waveform: ``(samples,)`` mono audio.
+        sample_rate: Hz.
+
+    Returns:
+        ``[(start, end), ...]`` sample indices: contiguous, covering every sample exactly once.
+    """
+    if not 0.01 <= min_chunk_s < search_s - 0.01 < max_chunk_s:
+        raise ValueError(
+            f"need 0.01 <= min_chunk_s < search_s - 0.01 < max_chunk_s, got {min_chunk_s}, {search_s}, "
+            f"{max_chunk_s} s"
+        )
+    frame = max(1, round(0.010 * sample_rate))  # 10 ms
+    max_length, search = round(max_chunk_s * sample_rate), round(search_s * sample_rate)
+    min_length = round(min_chunk_s * sample_rate)
+    total = waveform.shape[-1]
+    chunks, start = [], 0
+    while total - start > max_length:
+        low = start + max_length - search
+        high = min(start + max_length, total - min_length)  # leave the last chunk at least min_length
+        count = (high - low) // frame
+        energy = waveform[low : low + count * frame].reshape(count, frame).square().sum(dim=1)  # (count,)
+        cut = low + int(torch.argmin(energy)) * frame + frame // 2
+        chunks.append((start, cut))
+        start = cut
+    chunks.append((start, total))
+    return chunks
+
+
 @torch.no_grad()
 def transcribe(
     model: DeepSpeech2,
@@ -2514,25 +2580,58 @@ def transcribe(
     beam_width: int = 0,
     alpha: float = 0.0,
     beta: float = 0.0,
+    max_chunk_s: float = 20.0,
 ) -> str:
-    """Audio in, text out: down-mix to mono, resample to the model's rate, featurize, decode.
+    """Audio in, text out: down-mix to mono, cut into chunks, resample to the model's rate, featurize, decode.
+
+    Recordings longer than ``max_chunk_s`` seconds are cut at quiet moments (``chunk_boundaries``); each
+    chunk is decoded on its own and the texts are joined with spaces. Memory then stays that of one
+    chunk however long the recording, and each chunk's normalisation statistics (``normalize_spectrogram``)
+    come from a stretch about as long as the utterances the model was trained on. A silent chunk inside
+    a longer recording contributes nothing.
+
+    Sample rates below the model's (say 8 kHz telephone audio for a 16 kHz model) are upsampled and
+    transcribed, with a ``UserWarning``: upsampling cannot restore the content above half the original
+    rate (4-8 kHz for 8 kHz audio, where fricatives like "s" and "f" live), so expect more errors. It
+    is not refused because a degraded transcript is still useful, and the caller is told.
 
     Args:
         waveform: ``(samples,)`` or ``(channels, samples)``, any sample rate.
+        sample_rate: Hz.
         beam_width: 0 for greedy decoding, else prefix beam search (with ``lm``, ``alpha``, ``beta``).
+        max_chunk_s: longest piece given to the model at once, seconds.
+
+    Raises:
+        ValueError: empty, too short, NaN/inf or silent audio (see ``check_waveform``, ``featurize``).
     """
     import torchaudio.functional as AF
 
+    model_rate = model.config.sample_rate
     waveform = check_waveform(to_mono(waveform), sample_rate, model.config.window_ms)
-    if sample_rate != model.config.sample_rate:
-        waveform = AF.resample(waveform, sample_rate, model.config.sample_rate)
-    spec = featurize(
-        waveform, model.config.sample_rate, model.config.sample_rate, model.config.spectrogram_floor_db
-    )
-    (log_probs,) = predict(model, [spec])
-    if beam_width > 0:
-        return prefix_beam_search(log_probs, beam_width, lm, alpha, beta)
-    return greedy_decode(log_probs)[0]
+    if is_silent(waveform):
+        raise ValueError(_silent_message(waveform))
+    if sample_rate < model_rate:
+        warnings.warn(
+            f"the audio is sampled at {sample_rate} Hz, below the model's {model_rate} Hz: upsampling "
+            f"cannot restore what was above {sample_rate // 2} Hz, so expect more errors",
+            stacklevel=3,  # the caller's line (1 is this one, 2 torch.no_grad's wrapper)
+        )
+    texts = []
+    for start, end in chunk_boundaries(waveform, sample_rate, max_chunk_s):
+        chunk = waveform[start:end]  # (samples,)
+        if is_silent(chunk):  # a pause in a longer recording (a wholly silent one was refused above)
+            continue
+        if sample_rate != model_rate:  # per chunk, so memory stays that of one chunk
+            chunk = AF.resample(chunk, sample_rate, model_rate)
+        spec = featurize(chunk, model_rate, model_rate, model.config.spectrogram_floor_db)
+        (log_probs,) = predict(model, [spec])
+        if beam_width > 0:
+            text = prefix_beam_search(log_probs, beam_width, lm, alpha, beta)
+        else:
+            text = greedy_decode(log_probs)[0]
+        if text.strip():
+            texts.append(text.strip())  # a chunk may begin or end in a word gap: one space between chunks
+    return " ".join(texts)
 
 
 if __name__ == "__main__":

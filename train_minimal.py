@@ -223,11 +223,12 @@ def main(args):
         )
         partial_losses, partial_skipped = state["epoch_losses"], state["epoch_skipped"]
         print(f"resumed from {args.resume}: epoch {start_epoch + 1}, batch {start_batch}, step {step}")
-    print(f"model: {model.num_parameters():,} parameters, {config}; device {device}")
 
-    # ---- Ctrl-C saves a resumable checkpoint at the next batch boundary
+    # ---- Ctrl-C saves a resumable checkpoint at the next batch boundary. Installed before the "model:"
+    # line is printed, so whoever sees that line (a person, or tests/test_bad_inputs.py) may press Ctrl-C.
     interrupted = []
     signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    print(f"model: {model.num_parameters():,} parameters, {config}; device {device}")
 
     def save(epoch, batch, epoch_losses=(), epoch_skipped=0):
         ds2.save_checkpoint(
@@ -260,7 +261,8 @@ def main(args):
             if interrupted or (args.stop_after and step >= args.stop_after):
                 save(epoch, index, losses, skipped)
                 print(
-                    f"stopped at step {step}: saved {checkpoint_path}; continue with --resume {checkpoint_path}"
+                    f"{'interrupted' if interrupted else 'stopped'} at step {step}: saved {checkpoint_path}; "
+                    f"continue with --resume {checkpoint_path} and the same flags"
                 )
                 return 130 if interrupted else 0
             batch = ds2.collate(
@@ -302,6 +304,13 @@ def main(args):
         write_json(os.path.join(args.out, "metrics.json"), {"history": history, "args": vars(args)})
 
     # ---- final evaluation: greedy and beam search with the word LM (§3.8)
+    if interrupted:  # Ctrl-C during the last epoch's evaluation: that epoch is already saved
+        print(
+            f"interrupted after the last epoch: saved {checkpoint_path}; for the final evaluation run "
+            f"again with --resume {checkpoint_path} and the same flags"
+        )
+        return 130
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C stops at once
     final = {}
     for split in ("dev-clean", "dev-noisy"):
         result = ds2.evaluate(
@@ -337,3 +346,6 @@ if __name__ == "__main__":
     except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, no traceback
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop: checkpoints on disk are whole (atomic)
+        print("interrupted; any checkpoint already saved is intact (continue with --resume)", file=sys.stderr)
+        sys.exit(130)
