@@ -123,3 +123,19 @@ def test_resume_with_a_different_architecture_is_refused_without_overwriting(uni
     )
     assert result.returncode == 2 and "rnn_hidden: checkpoint 32 vs model 48" in result.stderr
     assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_ablation_flags_train_end_to_end(tmp_path):
+    """The paper's variants behind the flags all train: SGD + Nesterov, simple RNN, no BN, no SortaGrad,
+    unidirectional with lookahead, 1 and 3 conv layers."""
+    for flags in (
+        ["--optimizer", "sgd", "--lr", "0.05", "--rnn-type", "rnn", "--no-batchnorm", "--no-sortagrad"],
+        ["--unidirectional", "--lookahead", "3", "--conv-layers", "3"],
+        ["--conv-layers", "1"],
+    ):
+        out = tmp_path / "_".join(f.strip("-") for f in flags[:2])
+        run("--epochs", "1", "--out", str(out), *TINY, *flags)
+        history, final = metrics(out)
+        assert np.isfinite(history[0]["train_loss"]) and "beam_cer" in final["dev-noisy"]
+        model, _ = ds2.load_checkpoint(out / "checkpoint.pt")
+        assert model.config.rnn_type == ("rnn" if "rnn" in flags else "gru")
