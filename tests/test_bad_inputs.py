@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from contextlib import redirect_stderr
 from pathlib import Path
 
@@ -318,11 +317,8 @@ def test_ten_minutes_of_speech_are_transcribed_in_bounded_chunks_cut_in_pauses()
     recording = group.repeat(math.ceil(600 * 16000 / len(group)))[: 600 * 16000]  # 10 minutes
     model, frames = ds2.DeepSpeech2(TINY).eval(), []  # untrained: what it says does not matter here
     model.register_forward_pre_hook(lambda _, inputs: frames.append(inputs[0].shape[-1]))
-    start = time.perf_counter()
     hypothesis = ds2.transcribe(model, recording, 16000)
-    seconds = time.perf_counter() - start
     assert isinstance(hypothesis, str) and "  " not in hypothesis
-    assert seconds < 60, f"10 minutes of audio took {seconds:.0f} s"
     # Memory is bounded: the model never sees more than one 20 s chunk (2000 frames) at once.
     assert len(frames) >= 30 and max(frames) <= 2000, (len(frames), max(frames))
     # Each search window holds a whole pause, so every cut is at least as quiet as the pauses.
