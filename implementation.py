@@ -34,9 +34,10 @@ import functools
 import math
 import os
 import tempfile
+import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -46,8 +47,6 @@ import soundfile
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 # ----------------------------------------------------------------------------------------------------------
 # 1. Text: the output alphabet (§3.1)
@@ -290,6 +289,34 @@ def featurize(
     return normalize_spectrogram(log_spectrogram(waveform, sample_rate), floor_db=floor_db)
 
 
+def featurize_batch(
+    waveforms: Sequence[Tensor], sample_rate: int = SAMPLE_RATE, floor_db=50.0, batch_size: int = 64
+) -> list[Tensor]:
+    """Many mono utterances -> their ``featurize`` outputs, a list of ``(F, T_i)``, with batched STFTs.
+
+    Utterances of similar length are padded into ``(batch_size, samples)`` batches and go through one
+    ``torch.stft`` each: the same numbers as ``featurize`` one by one (frames never overlap the padding,
+    see ``log_spectrogram``; normalisation uses each utterance's valid frames), for far fewer calls.
+    """
+    waveforms = [check_waveform(waveform, sample_rate) for waveform in waveforms]
+    for waveform in waveforms:
+        if waveform.dim() != 1:
+            raise ValueError(f"expected mono audio of shape (samples,), got {tuple(waveform.shape)}")
+        if is_silent(waveform):
+            raise ValueError(_silent_message(waveform))
+    order = np.argsort([len(waveform) for waveform in waveforms], kind="stable")
+    features: list[Tensor | None] = [None] * len(waveforms)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        batch = nn.utils.rnn.pad_sequence([waveforms[i] for i in chosen], batch_first=True)  # (B, samples)
+        lengths = num_frames(torch.tensor([len(waveforms[i]) for i in chosen]), sample_rate)  # (B,)
+        spec = log_spectrogram(batch, sample_rate)  # (B, F, T)
+        spec = normalize_spectrogram(spec, lengths, floor_db=floor_db)  # (B, F, T)
+        for row, index in enumerate(chosen):
+            features[index] = spec[row, :, : lengths[row]].clone()  # (F, T_i)
+    return features
+
+
 def _silent_message(waveform: Tensor) -> str:
     return (
         f"the audio is silent (peak amplitude {float(waveform.abs().max()):.1g} < {SILENT_PEAK:g}): there "
@@ -336,7 +363,9 @@ def lengths_to_mask(lengths: Tensor, max_length: int) -> Tensor:
 class MaskedBatchNorm(nn.BatchNorm1d):
     """BatchNorm whose statistics come from valid frames only; padded frames come out as 0.
 
-    ``forward(x, mask)`` takes ``x`` of shape ``(B, T, ..., C)`` (features last) and a ``(B, T)`` mask.
+    ``forward(x, mask)`` takes ``x`` with features last, e.g. ``(B, T, F)``, and a boolean mask of the
+    valid positions that broadcasts against ``x.shape[:-1]``, e.g. ``(B, T)``, or ``(B, 1, T)`` for
+    ``x`` of shape ``(B, F', T, C)``.
     In training, the mean and (biased) variance of each feature are taken over the valid frames only and
     the running estimates are updated with the unbiased variance, exactly as ``nn.BatchNorm1d`` does
     (tested against it); in eval mode the running estimates are used. Padded values are replaced by 0
@@ -346,9 +375,9 @@ class MaskedBatchNorm(nn.BatchNorm1d):
     def scale_and_shift(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Per-feature ``(scale, shift)`` with ``BN(x) = x * scale + shift``; updates running estimates."""
         if self.training:
-            valid = mask.view(*mask.shape, *([1] * (x.dim() - 2)))  # (B, T, 1, ..., 1)
+            valid = mask[..., None]  # (B, T, 1) or (B, 1, T, 1): broadcasts against x
             dims = tuple(range(x.dim() - 1))
-            count = mask.sum() * (x[0, 0].numel() // x.shape[-1])  # valid values per feature
+            count = torch.broadcast_to(mask, x.shape[:-1]).sum()  # valid values per feature
             x = x.masked_fill(~valid, 0.0)
             mean = x.sum(dim=dims) / count  # (C,)
             var = (x - mean).masked_fill(~valid, 0.0).square().sum(dim=dims) / count  # biased, (C,)
@@ -366,8 +395,7 @@ class MaskedBatchNorm(nn.BatchNorm1d):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
         scale, shift = self.scale_and_shift(x, mask)
-        valid = mask.view(*mask.shape, *([1] * (x.dim() - 2)))
-        return (x * scale + shift).masked_fill(~valid, 0.0)
+        return (x * scale + shift).masked_fill(~mask[..., None], 0.0)
 
 
 class ConvFrontEnd(nn.Module):
@@ -405,15 +433,17 @@ class ConvFrontEnd(nn.Module):
         return lengths
 
     def forward(self, spec: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        x = spec.unsqueeze(1)  # (B, 1, F, T)
-        mask = lengths_to_mask(lengths, x.shape[-1])  # (B, T)
-        x = x * mask[:, None, None, :]  # padding -> 0 before the first conv
+        mask = lengths_to_mask(lengths, spec.shape[-1])  # (B, T)
+        # Channels-last memory ((B, F, T, C) in memory): oneDNN's direct convolution kernels run 2-4x
+        # faster on it than on (B, C, F, T) for these few-channel layers (benchmarks/bench_training.py).
+        x = (spec * mask[:, None, :]).unsqueeze(1)  # (B, 1, F, T), padding -> 0 before the first conv
+        x = x.contiguous(memory_format=torch.channels_last)
         for conv, norm in zip(self.layers, self.norms, strict=True):
-            x = conv(x)  # (B, C, F', T')
+            x = conv(x)  # (B, C, F', T'), channels-last
             lengths = conv_output_size(lengths, conv.kernel_size[1], conv.stride[1], conv.padding[1])
             mask = lengths_to_mask(lengths, x.shape[-1])  # (B, T')
-            if isinstance(norm, MaskedBatchNorm):
-                x = norm(x.permute(0, 3, 2, 1), mask).permute(0, 3, 2, 1)  # stats over valid (B, F', T')
+            if isinstance(norm, MaskedBatchNorm):  # statistics over the valid (B, F', T') positions
+                x = norm(x.permute(0, 2, 3, 1), mask[:, None, :]).permute(0, 3, 1, 2)  # (B, C, F', T')
             x = clipped_relu(x) * mask[:, None, None, :]  # (B, C, F', T'), padding stays 0
         batch, channels, freq, frames = x.shape
         features = x.permute(0, 3, 1, 2).reshape(batch, frames, channels * freq)  # (B, T', C * F')
@@ -452,13 +482,13 @@ class SequenceWiseBatchNorm(MaskedBatchNorm):
 class GRULayer(nn.Module):
     """One (bi)directional GRU layer with sequence-wise BatchNorm on ``W h^{l-1}`` (§3.2, §3.4).
 
-    PyTorch's fused ``nn.GRU`` computes ``W h^{l-1}`` inside its kernel, so we cannot slip a BatchNorm in
-    between. But BatchNorm of a linear map is itself linear once its statistics are known:
+    PyTorch's fused GRU kernel computes ``W h^{l-1}`` inside, so we cannot slip a BatchNorm in between.
+    But BatchNorm of a linear map is itself linear once its statistics are known:
 
         B(W x) = gamma * (W x - mu) / sigma + beta = (diag(gamma / sigma) W) x + (beta - gamma mu / sigma)
 
     So we compute ``W x`` once for the (masked, sequence-wise) statistics, fold them into the GRU's input
-    weights and bias, and run the fused GRU with the folded parameters. This is exactly the paper's
+    weights and bias, and run the fused kernel with the folded parameters. This is exactly the paper's
     ``B(W h^{l-1})`` - the recurrent term ``U h_{t-1}`` is never normalised - and gradients flow through
     ``mu`` and ``sigma`` as they should. ``tests/test_implementation.py`` checks it against an explicit
     per-step GRU that applies ``SequenceWiseBatchNorm`` to ``W x``.
@@ -466,14 +496,21 @@ class GRULayer(nn.Module):
     PyTorch's GRU matches §3.4's variant (``U_h h_{t-1}`` is computed before the reset gate multiplies
     it). Departure: its candidate activation is tanh; §3.4 reports tanh and clipped ReLU perform similarly.
 
-    Bidirectional outputs are summed, as in §3.1 (``h^l = h_forward + h_backward``), not concatenated.
-    Padding: sequences are packed, so the backward direction starts at each utterance's true last frame.
+    Bidirectional outputs are summed (``h^l = h_forward + h_backward``), not concatenated.
+
+    Padding, without ``PackedSequence``: on the CPU a packed GRU falls back to a loop of small per-frame
+    ops (about 3x slower here, ``benchmarks/bench_training.py --compare-packed``), so each direction runs
+    the fused kernel on the padded tensor. The forward direction is exact as it is: padding comes after an
+    utterance's last frame, so it cannot reach a valid frame. The backward direction runs forward over
+    each utterance reversed *within its own length* (``reverse_padded``), so it starts at the true last
+    frame, and its output is reversed back. Padded output frames are set to 0.
     """
 
     def __init__(
         self, input_size: int, hidden_size: int, bidirectional: bool = True, batch_norm: bool = True
     ):
         super().__init__()
+        # nn.GRU holds the parameters (weight_ih_l0, weight_hh_l0, ..., *_reverse) in PyTorch's layout.
         self.gru = nn.GRU(input_size, hidden_size, batch_first=True, bidirectional=bidirectional)
         self.directions = 2 if bidirectional else 1
         self.hidden_size = hidden_size
@@ -487,21 +524,30 @@ class GRULayer(nn.Module):
         return ["_l0", "_l0_reverse"][: self.directions]
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        params = dict(self.gru.named_parameters())
+        gru = self.gru
+        w_ih = [getattr(gru, "weight_ih" + s) for s in self._suffixes()]  # (3H, F) per direction
+        b_ih = [getattr(gru, "bias_ih" + s) for s in self._suffixes()]  # (3H,) per direction
+        mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
         if self.norm is not None:
-            weight = torch.cat([params["weight_ih" + s] for s in self._suffixes()])  # (D * 3H, F)
-            projected = x @ weight.T  # W h^{l-1}: (B, T, D * 3H)
-            mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
+            projected = x @ torch.cat(w_ih).T  # W h^{l-1}: (B, T, D * 3H), for the statistics
             scale, shift = self.norm.scale_and_shift(projected, mask)  # (D * 3H,) each
-            for index, suffix in enumerate(self._suffixes()):
-                part = slice(index * 3 * self.hidden_size, (index + 1) * 3 * self.hidden_size)
-                params["weight_ih" + suffix] = params["weight_ih" + suffix] * scale[part, None]
-                params["bias_ih" + suffix] = shift[part]  # BN's own shift replaces the input bias
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, _ = functional_call(self.gru, params, (packed,))
-        output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])  # (B, T, D * H)
+            scale, shift = scale.view(self.directions, -1), shift.view(self.directions, -1)  # (D, 3H)
+            w_ih = [w * scale[d, :, None] for d, w in enumerate(w_ih)]  # diag(gamma / sigma) W
+            b_ih = list(shift)  # BN's own shift replaces the input bias
+        output = self._run(x, 0, w_ih[0], b_ih[0])  # (B, T, H)
         if self.directions == 2:
-            output = output[..., : self.hidden_size] + output[..., self.hidden_size :]  # (B, T, H)
+            backward = self._run(reverse_padded(x, lengths), 1, w_ih[1], b_ih[1])  # (B, T, H), reversed
+            output = output + reverse_padded(backward, lengths)  # (B, T, H)
+        return output * mask[..., None]  # (B, T, H), padding -> 0
+
+    def _run(self, x: Tensor, direction: int, w_ih: Tensor, b_ih: Tensor) -> Tensor:
+        """One direction over the padded batch with the fused kernel: ``(B, T, F) -> (B, T, H)``."""
+        suffix = self._suffixes()[direction]
+        params = [w_ih, getattr(self.gru, "weight_hh" + suffix), b_ih, getattr(self.gru, "bias_hh" + suffix)]
+        h0 = x.new_zeros(1, x.shape[0], self.hidden_size)  # (1, B, H)
+        # torch.gru is the op behind nn.GRU.forward: (input, hx, params, has_biases, num_layers, dropout,
+        # train, bidirectional, batch_first).
+        output, _ = torch.gru(x, h0, params, True, 1, 0.0, self.training, False, True)
         return output
 
 
@@ -2374,6 +2420,199 @@ def sortagrad_batches(
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+# --- 12.3 The one training loop: learning-rate schedule, train_step, train_epoch, fit ---
+# Every runner (train_minimal.py, visualization.py, setup.py, the notebook, the benchmarks, the ablation
+# sweeps) trains through these functions, so a fix made here is made everywhere.
+
+
+@dataclass
+class TrainConfig:
+    """How to train: the optimiser, schedule and batching. Defaults are the lesson's CPU recipe.
+
+    The paper trains with SGD and Nesterov momentum (recalled; not on our fact sheet of the paper); on a
+    CPU-sized model and a few thousand updates Adam converges faster, so it is the default here and the
+    paper's choice is one flag away (``optimizer="sgd"``, try ``lr=0.05``). The cosine schedule and the
+    clipping threshold are ours: the fact sheet does not give the paper's.
+    """
+
+    epochs: int = 5
+    batch_size: int = 32  # utterances per minibatch
+    lr: float = 3e-3  # peak learning rate
+    lr_floor: float = 0.05  # the cosine decay ends at this fraction of ``lr``
+    optimizer: str = "adam"  # "adam" or "sgd" (SGD with Nesterov momentum)
+    momentum: float = 0.9  # for "sgd"
+    clip: float = 5.0  # the gradient's global norm is clipped to this
+    sortagrad: bool = True  # §3.3: the first epoch in order of increasing length
+    seed: int = 0  # batch order (and, in the CLI, data and initialisation)
+
+    def __post_init__(self):
+        problems = []
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.lr_floor <= 1.0:
+            problems.append(f"lr_floor is a fraction in [0, 1], got {self.lr_floor}")
+        if self.optimizer not in ("adam", "sgd"):
+            problems.append(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if not self.clip > 0:
+            problems.append(f"clip must be positive, got {self.clip}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+
+def learning_rate(step: int, total_steps: int, peak: float, floor: float = 0.05) -> float:
+    """Cosine decay from ``peak`` at step 0 to ``floor * peak`` at ``total_steps`` (and after)."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, or SGD with Nesterov momentum, over the model's trainable parameters."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, nesterov=True)
+    return torch.optim.Adam(parameters, lr=config.lr)
+
+
+def train_step(
+    model: DeepSpeech2, optimizer: torch.optim.Optimizer, batch: Batch, clip: float = 5.0
+) -> float:
+    """One update: forward -> CTC loss -> backward -> clip the gradient norm -> optimizer step.
+
+    Returns the batch's loss (mean over its utterances, nats). A NaN or inf loss is returned as it is and
+    nothing is updated: one bad batch must not poison the weights (the caller counts it as skipped).
+    """
+    model.train()
+    log_probs, out_lengths = model(batch.spectrograms, batch.lengths)  # (B, T', C)
+    loss = ctc_loss(log_probs, batch.targets, out_lengths, batch.target_lengths)
+    if not torch.isfinite(loss):
+        return float(loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
+@dataclass
+class TrainState:
+    """Where a run stands, saved in every checkpoint so that ``--resume`` continues exactly.
+
+    ``batch`` counts the batches of epoch ``epoch`` already trained on (the epoch's batch order is a
+    function of the seed and the epoch, so it is recomputed, not saved). ``step`` counts optimizer steps
+    taken, skipped NaN/inf batches included, and sets the learning rate.
+    """
+
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches of the current epoch finished
+    step: int = 0
+    epoch_losses: list[float] = field(default_factory=list)  # the current epoch's finite losses so far
+    epoch_skipped: int = 0  # the current epoch's NaN/inf batches so far
+    history: list[dict] = field(default_factory=list)  # one record per finished epoch
+
+    def end_epoch(self, record: dict) -> None:
+        """File the finished epoch's record and move to the start of the next epoch."""
+        self.history.append(record)
+        self.epoch, self.batch, self.epoch_losses, self.epoch_skipped = self.epoch + 1, 0, [], 0
+
+
+def steps_per_epoch(num_utterances: int, batch_size: int) -> int:
+    return math.ceil(num_utterances / batch_size)
+
+
+def train_epoch(
+    model: DeepSpeech2,
+    optimizer: torch.optim.Optimizer,
+    spectrograms: Sequence[Tensor],
+    texts: Sequence[str],
+    config: TrainConfig,
+    state: TrainState,
+) -> Iterator[float]:
+    """Train the rest of epoch ``state.epoch``, yielding each batch's loss right after its step.
+
+    Batches come from ``sortagrad_batches`` (§3.3); the learning rate follows ``learning_rate`` over
+    ``config.epochs`` epochs. ``state`` is brought up to date *before* each yield, so a caller may stop
+    between two yields (Ctrl-C, a step budget, a time budget), save ``state`` and later resume exactly.
+    When the generator is exhausted the epoch is complete; the caller evaluates and calls
+    ``state.end_epoch(record)``.
+    """
+    device = next(model.parameters()).device
+    lengths = [spec.shape[-1] for spec in spectrograms]
+    batches = sortagrad_batches(lengths, config.batch_size, state.epoch, config.seed, config.sortagrad)
+    total_steps = config.epochs * len(batches)
+    for index in range(state.batch, len(batches)):
+        chosen = batches[index]
+        batch = collate([spectrograms[i] for i in chosen], [texts[i] for i in chosen]).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(state.step, total_steps, config.lr, config.lr_floor)
+        loss = train_step(model, optimizer, batch, config.clip)
+        state.step, state.batch = state.step + 1, index + 1
+        if math.isfinite(loss):
+            state.epoch_losses.append(loss)
+        else:
+            state.epoch_skipped += 1
+        yield loss
+
+
+def fit(
+    model: DeepSpeech2,
+    train: tuple[Sequence[Tensor], Sequence[str]],
+    config: TrainConfig,
+    dev: dict[str, tuple[Sequence[Tensor], Sequence[str]]] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    state: TrainState | None = None,
+    max_seconds: float | None = None,
+    on_step: Callable[[TrainState, float], None] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> TrainState:
+    """Train for ``config.epochs`` epochs (or until ``max_seconds``), evaluating on ``dev`` after each.
+
+    The loop for scripts and the notebook; ``train_minimal.py`` drives ``train_epoch`` itself for its
+    progress bar and Ctrl-C handling. Each epoch's record: ``epoch``, ``train_loss`` (mean of its finite
+    losses), ``skipped_batches``, ``steps`` (so far), ``seconds``, and greedy ``{"cer", "wer"}`` per dev
+    split. ``on_step(state, loss)`` is called after every step (e.g. to log a learning curve).
+
+    Returns:
+        The final ``TrainState`` (``state.history`` holds the records).
+    """
+    optimizer = optimizer or make_optimizer(model, config)
+    state = state or TrainState()
+    began = time.perf_counter()
+    out_of_time = False
+    while state.epoch < config.epochs and not out_of_time:
+        epoch_began = time.perf_counter()
+        for loss in train_epoch(model, optimizer, *train, config, state):
+            if on_step is not None:
+                on_step(state, loss)
+            if max_seconds is not None and time.perf_counter() - began > max_seconds:
+                out_of_time = True
+                break
+        if not state.epoch_losses:
+            raise FloatingPointError(
+                f"every batch of epoch {state.epoch + 1} gave a NaN/inf loss; lower the learning rate"
+            )
+        record = {
+            "epoch": state.epoch + 1,
+            "train_loss": float(np.mean(state.epoch_losses)),
+            "skipped_batches": state.epoch_skipped,
+            "steps": state.step,
+        }
+        for name, (dev_spectrograms, dev_texts) in (dev or {}).items():
+            result = evaluate(model, dev_spectrograms, dev_texts)
+            record[name] = {"cer": result["cer"], "wer": result["wer"]}
+        record["seconds"] = time.perf_counter() - epoch_began
+        state.end_epoch(record)
+        if log is not None:
+            errors = "  ".join(f"{name} CER {100 * record[name]['cer']:.2f}%" for name in dev or {})
+            log(
+                f"epoch {record['epoch']}  loss {record['train_loss']:.3f}  {errors}  {record['seconds']:.1f} s"
+            )
+    model.eval()
+    return state
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -1,24 +1,35 @@
-"""Training throughput of the default Deep Speech 2, and its FLOP rate against this machine's matmul peak.
+"""Training speed of the default Deep Speech 2: throughput, FLOP rate against the matmul peak, where the time goes.
 
 Measured in one run, on the same threads:
   * the peak: fp32 ``torch.mm`` of two square matrices (best of several sizes and repeats) in GFLOP/s;
-  * one training step of the default model (``train_minimal.py``'s: forward, CTC loss, backward, gradient
-    clipping, Adam step) on batches of real synthetic utterances: audio seconds processed per wall second;
+  * training steps of the default model through ``implementation.train_step`` (the one training loop's
+    step: forward, CTC loss, backward, gradient clipping, Adam step) on batches of real synthetic
+    utterances: milliseconds per step and audio seconds processed per wall second;
   * the step's floating-point operations, counted by ``torch.utils.flop_counter.FlopCounterMode``
     (convolutions, matmuls, their backward), divided by the step time: the model's FLOP rate, and its
     fraction of the matmul peak;
-  * the data side: synthesis speed (x real time) and featurisation speed.
+  * where a step's time goes (conv front-end, recurrent layers, output layer + CTC, each forward and
+    backward; gradient clipping; optimizer), from hooks on the model and the optimizer, and how many
+    operators one step dispatches (``torch.profiler``), with the five most expensive: a regression
+    shows in one line;
+  * ``--compare-packed`` (on by default): the same steps with the recurrent layers run on a
+    ``PackedSequence``, the way this lesson's GRU layer worked before 2026-11-30, as the peer;
+  * the data side: synthesis speed (x real time) and featurisation (one batched STFT per split).
 
-    python benchmarks/bench_training.py [--batch-size 32] [--batches 8] [--threads 0]
+    python benchmarks/bench_training.py [--batch-size 32] [--batches 8] [--threads 0] [--no-compare-packed]
 """
 
 import argparse
 import statistics
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
+from torch.func import functional_call
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,6 +51,117 @@ def matmul_peak_gflops(repeats: int) -> tuple[float, int]:
     return best, best_size
 
 
+class PackedGRULayer(ds2.GRULayer):
+    """The peer: the same layer and parameters, run on a ``PackedSequence`` (the old way).
+
+    On the CPU a packed GRU runs a per-time-step loop that recomputes the input projection frame by frame.
+    """
+
+    def forward(self, x, lengths):
+        params = dict(self.gru.named_parameters())
+        if self.norm is not None:
+            weight = torch.cat([params["weight_ih" + s] for s in self._suffixes()])  # (D * 3H, F)
+            mask = ds2.lengths_to_mask(lengths, x.shape[1])  # (B, T)
+            scale, shift = self.norm.scale_and_shift(x @ weight.T, mask)  # (D * 3H,) each
+            for index, suffix in enumerate(self._suffixes()):
+                part = slice(index * 3 * self.hidden_size, (index + 1) * 3 * self.hidden_size)
+                params["weight_ih" + suffix] = params["weight_ih" + suffix] * scale[part, None]
+                params["bias_ih" + suffix] = shift[part]
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        output, _ = functional_call(self.gru, params, (packed,))
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])  # (B, T, D * H)
+        if self.directions == 2:
+            output = output[..., : self.hidden_size] + output[..., self.hidden_size :]  # (B, T, H)
+        return output
+
+
+def packed_copy(model: ds2.DeepSpeech2) -> ds2.DeepSpeech2:
+    """The same model (same weights) with every GRU layer replaced by the packed peer."""
+    peer = ds2.DeepSpeech2(model.config)
+    for layer in peer.rnns:
+        layer.__class__ = PackedGRULayer
+    peer.load_state_dict(model.state_dict())
+    return peer
+
+
+class StepTimer:
+    """Wall-clock time of each phase of a training step, from module, tensor and optimizer hooks.
+
+    Forward: conv front-end, recurrent layers, and the rest (lookahead, output layer, log-softmax, CTC).
+    Backward runs in reverse: head (CTC, output layer), recurrent layers, conv front-end. Then gradient
+    clipping and the optimizer step. Phases are contiguous, so they add up to the step.
+    """
+
+    def __init__(self, model: ds2.DeepSpeech2, optimizer: torch.optim.Optimizer):
+        self.marks: dict[str, float] = {}
+        self.totals: dict[str, float] = defaultdict(float)
+        mark = self._mark
+        model.register_forward_pre_hook(lambda *_: mark("start"))
+        model.conv.register_forward_hook(lambda *_: mark("conv"))
+        model.rnns[-1].register_forward_hook(self._after_recurrent)
+        model.rnns[0].register_forward_pre_hook(self._before_recurrent)
+        optimizer.register_step_pre_hook(lambda *_: mark("clip"))
+        optimizer.register_step_post_hook(lambda *_: mark("optimizer"))
+        self._loss = ds2.ctc_loss
+
+        def loss_with_hook(*args):
+            loss = self._loss(*args)
+            mark("forward rest")
+            loss.register_hook(lambda grad: mark("forward rest") or grad)  # backward begins
+            return loss
+
+        ds2.ctc_loss = loss_with_hook  # train_step looks the name up at call time
+
+    def _mark(self, name: str) -> None:
+        self.marks[name] = time.perf_counter()
+
+    def _before_recurrent(self, module, inputs):
+        inputs[0].register_hook(lambda grad: self._mark("backward recurrent") or grad)  # rnn grads done
+
+    def _after_recurrent(self, module, inputs, output):
+        self._mark("recurrent")
+        output.register_hook(lambda grad: self._mark("backward head") or grad)  # head grads done
+
+    def record(self, step_end: float) -> None:
+        order = [
+            ("start", "conv", "forward: conv front-end"),
+            ("conv", "recurrent", "forward: recurrent layers"),
+            ("recurrent", "forward rest", "forward: output layer + CTC"),
+            ("forward rest", "backward head", "backward: CTC + output layer"),
+            ("backward head", "backward recurrent", "backward: recurrent layers"),
+            ("backward recurrent", "clip", "backward: conv front-end + clipping"),
+            ("clip", "optimizer", "optimizer step"),
+        ]
+        for begin, end, label in order:
+            self.totals[label] += self.marks[end] - self.marks[begin]
+        self.totals["(other)"] += step_end - self.marks["optimizer"]
+
+    def close(self) -> None:
+        ds2.ctc_loss = self._loss
+
+
+def time_steps(model, optimizer, batches, timer=None) -> list[float]:
+    seconds = []
+    for batch in batches:
+        start = time.perf_counter()
+        ds2.train_step(model, optimizer, batch)
+        seconds.append(time.perf_counter() - start)
+        if timer is not None:
+            timer.record(time.perf_counter())
+    return seconds
+
+
+def profile_step(model, optimizer, batch) -> tuple[int, list[tuple[str, float, int]]]:
+    """Operators dispatched by one step, and the five with the most self time (ms, calls)."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        ds2.train_step(model, optimizer, batch)
+    events = prof.key_averages()
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:5]
+    return sum(e.count for e in events if e.key.startswith("aten::")), [
+        (e.key, e.self_cpu_time_total / 1000, e.count) for e in top
+    ]
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -49,6 +171,9 @@ def main():
     )
     parser.add_argument("--batches", type=int, default=8, help="batches of synthetic utterances to time")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument(
+        "--no-compare-packed", action="store_true", help="skip the PackedSequence peer (saves time)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.threads:
@@ -70,7 +195,7 @@ def main():
     synth_seconds = time.perf_counter() - start
     audio = split.durations_s()
     start = time.perf_counter()
-    features = [ds2.featurize(w) for w in split.waveforms]
+    features = ds2.featurize_batch(split.waveforms)
     featurize_seconds = time.perf_counter() - start
     # The batches of a later epoch of training: length-sorted pools, in random order (sortagrad_batches).
     groups = ds2.sortagrad_batches([f.shape[-1] for f in features], args.batch_size, epoch=1, seed=args.seed)
@@ -78,34 +203,28 @@ def main():
     batch_audio = [float(sum(audio[i] for i in g)) for g in groups]
     print(
         f"data: {count} utterances, {audio.sum():.0f} s of audio; synthesis {audio.sum() / synth_seconds:.0f}x "
-        f"real time (1 process), featurize {audio.sum() / featurize_seconds:.0f}x real time"
+        f"real time (1 process), featurize {audio.sum() / featurize_seconds:.0f}x real time (batched STFT)"
     )
 
     torch.manual_seed(args.seed)
     model = ds2.DeepSpeech2()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-
-    def step(batch):
-        log_probs, out_lengths = model(batch.spectrograms, batch.lengths)
-        loss = ds2.ctc_loss(log_probs, batch.targets, out_lengths, batch.target_lengths)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-
-    model.train()
+    optimizer = ds2.make_optimizer(model, ds2.TrainConfig())
     flops = []
     for batch in batches:  # one pass to count the operations of every batch (and to warm up)
         with FlopCounterMode(display=False) as counter:
-            step(batch)
+            ds2.train_step(model, optimizer, batch)
         flops.append(counter.get_total_flops())
+    peer = peer_optimizer = None
+    if not args.no_compare_packed:
+        peer = packed_copy(model)
+        peer_optimizer = ds2.make_optimizer(peer, ds2.TrainConfig())
+        time_steps(peer, peer_optimizer, batches[:1])  # warm up
 
     peak_before, size = matmul_peak_gflops(repeats=5)
-    step_seconds = []
-    for batch in batches:
-        start = time.perf_counter()
-        step(batch)
-        step_seconds.append(time.perf_counter() - start)
+    timer = StepTimer(model, optimizer)
+    step_seconds = time_steps(model, optimizer, batches, timer)
+    timer.close()
+    peer_seconds = time_steps(peer, peer_optimizer, batches) if peer is not None else None
     peak_after, _ = matmul_peak_gflops(repeats=5)
     peak = max(peak_before, peak_after)
 
@@ -120,6 +239,22 @@ def main():
     print(
         f"      model FLOP rate:                  {flop_rate:8.1f} GFLOP/s = {100 * flop_rate / peak:.0f}% of the matmul peak"
     )
+    if peer_seconds is not None:
+        print(
+            f"peer  same steps, GRU on a PackedSequence: {1000 * statistics.median(peer_seconds):5.0f} ms median, "
+            f"{sum(batch_audio) / sum(peer_seconds):.0f} audio-s/s; ours is {sum(peer_seconds) / sum(step_seconds):.2f}x faster"
+        )
+    total = sum(timer.totals.values())
+    print("where a step's time goes (share of the timed steps):")
+    for label, seconds in timer.totals.items():
+        print(f"      {label:38s} {1000 * seconds / len(batches):6.0f} ms  {100 * seconds / total:4.0f}%")
+    middle = sorted(range(len(batches)), key=lambda i: step_seconds[i])[len(batches) // 2]
+    operators, top = profile_step(model, optimizer, batches[middle])
+    print(
+        f"operators per step (profiler, the median batch of {batches[middle].spectrograms.shape[-1]} frames): {operators:,}"
+    )
+    for name, ms, calls in top:
+        print(f"      {name:38s} {ms:7.1f} ms self time in {calls:5d} calls")
     train_audio = 2000 * float(audio.mean())
     print(
         f"      {model.num_parameters():,} parameters; 5 epochs of train_minimal's 2000 utterances "
