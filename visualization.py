@@ -3,7 +3,7 @@
     python visualization.py                                  # figures/ from runs/ds2/ (or a quick training)
     python visualization.py --out figs --checkpoint runs/ds2/checkpoint.pt --metrics runs/ds2/metrics.json
 
-Writes seven PNG files into --out:
+Writes eight PNG files into --out:
 
     01_spectrogram_pipeline.png   waveform -> power spectrogram -> log -> normalised, letters marked (§3.1)
     02_architecture.png           the model of a real DS2Config, with shapes measured by running it (§3)
@@ -11,7 +11,8 @@ Writes seven PNG files into --out:
     04_sortagrad.png              utterance lengths in batch order, epoch 1 (sorted) vs epoch 2 (§3.3)
     05_batchnorm.png              sequence-wise BatchNorm: statistics, and why padding must be masked (§3.2)
     06_training_curves.png        loss and error rates of a run (metrics.json) or of the quick training
-    07_paper_results.png          the paper's reported numbers (recalled; see paper_notes.md) beside ours
+    07_paper_results.png          the paper's reported numbers (ablations/paper_results.json) beside ours
+    ctc_trellis.png               the CTC trellis of a tiny example: alpha recursion, allowed transitions
 
 Every number drawn is computed here by implementation.py, read from a run's metrics.json, or one of the
 paper's reported numbers (labelled with its table topic or section). When no checkpoint exists, the script
@@ -25,6 +26,7 @@ import os
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import matplotlib
 
@@ -47,41 +49,54 @@ FIGURE_NAMES = (
     "05_batchnorm.png",
     "06_training_curves.png",
     "07_paper_results.png",
+    "ctc_trellis.png",
 )
 PAPER = "the paper's (arXiv:1512.02595)"
 SYMBOLS = ["blank", "␣", *ds2.ALPHABET[2:]]  # how each class is labelled on an axis
 
-# The paper's reported development-set WER (%), as recalled in paper_notes.md / PAPER_FACTS.md; the PDF is
-# the authority. Keys name the table *topic*, since that is what a reader can check.
-PAPER_RESULTS = {
-    "depth_bn": {  # Table 1 topic: depth x BatchNorm at fixed parameter count, simple RNNs
-        "layers": [1, 3, 5, 7],
-        "with_bn": [14.40, 10.56, 9.78, 9.52],
-        "without_bn_deepest": 10.83,
-    },
-    "sortagrad": {  # Table 2 topic: SortaGrad, without and with BatchNorm
-        "baseline": {"not sorted": 11.96, "SortaGrad": 10.83},
-        "BatchNorm": {"not sorted": 9.78, "SortaGrad": 9.52},
-    },
-    "rnn_gru": {  # Table 3 topic: simple RNN vs GRU by depth
-        "layers": [1, 3, 5, 7],
-        "simple RNN": [14.40, 10.56, 9.78, 9.52],
-        "GRU": [10.53, 8.00, 7.79, 8.19],
-    },
-    "conv": {  # Table 4 topic: convolution layers, (regular dev, noisy dev)
-        "1-layer 1D": (9.52, 19.36),
-        "2-layer 1D": (9.67, 19.21),
-        "3-layer 1D": (9.20, 20.22),
-        "1-layer 2D": (8.94, 16.22),
-        "2-layer 2D": (9.06, 15.71),
-        "3-layer 2D": (8.61, 14.74),
-    },
-    "data_scaling": {  # section 5.2: hours of training audio, (regular dev, noisy dev)
-        "hours": [120, 1200, 2400, 6000, 12000],
-        "regular": [29.23, 13.80, 11.65, 9.51, 8.46],
-        "noisy": [50.97, 22.99, 20.41, 15.90, 13.59],
-    },
-}
+# The paper's reported numbers live in one file, ablations/paper_results.json (recalled and cross-checked;
+# the paper's PDF is the authority). PAPER_RESULTS is the part the figures draw, keyed by table *topic*.
+PAPER_RESULTS_PATH = Path(__file__).resolve().parent / "ablations" / "paper_results.json"
+
+
+def load_paper_results(path=PAPER_RESULTS_PATH):
+    """The paper's development-set WER (%) from ``ablations/paper_results.json``, shaped for the figures.
+
+    Returns ``{"depth_bn": {layers, with_bn, without_bn, without_bn_deepest}, "sortagrad": {"baseline",
+    "BatchNorm"}, "rnn_gru": {layers, "simple RNN", "GRU"}, "conv": {row: (regular, noisy)},
+    "data_scaling": {hours, regular, noisy}}``; the file also holds each table's section and topic.
+    """
+    with open(path, encoding="utf-8") as f:
+        tables = json.load(f)["tables"]
+    depth_bn, sortagrad, rnn_gru = tables["depth_bn"], tables["sortagrad"], tables["rnn_gru"]
+    scaling = tables["data_scaling"]
+    return {
+        "depth_bn": {  # Table 1 topic (§3.2): BatchNorm at each depth, simple RNNs
+            "layers": depth_bn["layers"],
+            "with_bn": depth_bn["with_bn"],
+            "without_bn": depth_bn["without_bn"],
+            "without_bn_deepest": depth_bn["without_bn"][-1],
+        },
+        "sortagrad": {  # Table 2 topic (§3.3): SortaGrad, without ("baseline") and with BatchNorm
+            "baseline": sortagrad["baseline"],
+            "BatchNorm": sortagrad["BatchNorm"],
+        },
+        "rnn_gru": {  # Table 3 topic (§3.4): simple RNN vs GRU by depth
+            "layers": rnn_gru["layers"],
+            "simple RNN": rnn_gru["simple RNN"],
+            "GRU": rnn_gru["GRU"],
+        },
+        # Table 4 topic (§3.5): convolution layers, (regular dev, noisy dev)
+        "conv": {name: tuple(pair) for name, pair in tables["conv"]["rows"].items()},
+        "data_scaling": {  # §5.3: hours of training audio, regular and noisy dev
+            "hours": scaling["hours"],
+            "regular": scaling["regular"],
+            "noisy": scaling["noisy"],
+        },
+    }
+
+
+PAPER_RESULTS = load_paper_results()
 
 
 def parse_args(argv=None):
@@ -636,6 +651,215 @@ def figure_ctc(path, model, utterance, source):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# 3b. The CTC trellis: the alpha and beta recursions on the blank-extended label (Graves et al. 2006)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def ctc_trellis(log_probs, text):
+    """Alphas, betas and state occupancies of one utterance's CTC trellis, by implementation.py's recursion.
+
+    Args:
+        log_probs: ``(T, C)`` per-frame log-probabilities.
+        text: the transcript; its states are the blank-extended label l' = (_, y1, _, y2, ..., yS, _).
+
+    Returns:
+        dict with ``extended`` ``(L,)`` class ids of l', ``can_skip`` ``(L,)`` (may a path enter state s
+        from s - 2?), ``log_alpha`` and ``log_beta`` ``(T, L)`` (both include frame t's own emission, as in
+        Graves et al. 2006), ``occupancy`` ``(T, L)`` (the probability that a path reading ``text`` is in
+        state s at frame t; each row sums to 1) and ``log_p`` = ln p(text | x).
+    """
+    targets = ds2.encode_text(text)  # (S,)
+    extended = torch.full((2 * len(targets) + 1,), ds2.BLANK, dtype=torch.long)
+    extended[1::2] = targets  # (L,) = (2S + 1,)
+    length = len(extended)
+    # The same rule as ctc_loss_from_scratch: a skip s - 2 -> s jumps over a blank, allowed only into a
+    # letter that differs from the letter before that blank.
+    can_skip = torch.zeros(length, dtype=torch.bool)
+    can_skip[2:] = (extended[2:] != ds2.BLANK) & (extended[2:] != extended[:-2])
+    emissions = log_probs[:, extended]  # (T, L): ln y_t(l'_s)
+    log_alpha = ds2._ctc_alpha(emissions[None], can_skip[None])[0]  # (T, L)
+    # beta is the alpha recursion run backwards: time and states reversed. Reversed, state r = L - 1 - s
+    # may be entered from r - 2 exactly when the original path may go from s to s + 2: can_skip[s + 2].
+    skip_reversed = torch.zeros(length, dtype=torch.bool)
+    skip_reversed[2:] = can_skip.flip(0)[:-2]
+    log_beta = ds2._ctc_alpha(emissions.flip(0, 1)[None], skip_reversed[None])[0].flip(0, 1)  # (T, L)
+    log_p = torch.logsumexp(log_alpha[-1, -2:], dim=0)  # a path ends in the last letter or the last blank
+    occupancy = (log_alpha + log_beta - emissions - log_p).exp()  # (T, L)
+    return {
+        "extended": extended,
+        "can_skip": can_skip,
+        "log_alpha": log_alpha,
+        "log_beta": log_beta,
+        "occupancy": occupancy,
+        "log_p": log_p,
+    }
+
+
+def _trellis_value(value):
+    """A probability short enough for a trellis node: 0.123, 0.0045, 6e-05."""
+    return f"{value:.3f}" if value >= 0.0095 else f"{value:.2g}" if value >= 1e-4 else f"{value:.0e}"
+
+
+def _spread_alignment(labels, frames):
+    """A CTC path of ``frames`` symbols that reads ``labels``: the shortest one (a blank between equal
+    neighbours), its first symbols held one frame longer until it fills the frames."""
+    shortest = []
+    for label in labels:
+        if shortest and shortest[-1] == label:
+            shortest.append(ds2.BLANK)
+        shortest.append(label)
+    if frames < len(shortest):
+        raise ValueError(f"{frames} frames are too few for a CTC path of {len(shortest)} symbols")
+    held = [1] * len(shortest)
+    for extra in range(frames - len(shortest)):
+        held[extra % len(shortest)] += 1
+    return [symbol for symbol, times in zip(shortest, held, strict=True) for _ in range(times)]
+
+
+def figure_ctc_trellis(path, text="all", frames=6, seed=0):
+    """The CTC trellis of a tiny example: states of the blank-extended label against frames.
+
+    The per-frame probabilities are a seeded draw that leans towards one alignment of ``text``, so the
+    figure needs no trained model. The alphas and betas come from ``implementation._ctc_alpha``,
+    the recursion ``ctc_loss_from_scratch`` runs; ``-ln p(y|x)`` from the alphas is shown beside
+    ``implementation.ctc_loss`` (``F.ctc_loss``) on the same numbers. Returns the ``ctc_trellis`` dict.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    targets = ds2.encode_text(text)  # (S,)
+    # Probabilities that lean towards one alignment of the transcript, with noise so that others count.
+    alignment = _spread_alignment(targets.tolist(), frames)
+    logits = torch.full((frames, ds2.NUM_CLASSES), -4.0)  # (T, C): letters not in the text are unlikely
+    used = sorted({ds2.BLANK, *targets.tolist()})
+    logits[:, used] = torch.randn(frames, len(used), generator=generator)
+    logits[torch.arange(frames), torch.tensor(alignment)] += 2.0
+    log_probs = logits.log_softmax(-1)  # (T, C)
+    trellis = ctc_trellis(log_probs, text)
+    reference = ds2.ctc_loss(
+        log_probs[None], targets[None], torch.tensor([frames]), torch.tensor([len(targets)])
+    )
+    extended, can_skip = trellis["extended"].tolist(), trellis["can_skip"].tolist()
+    length = len(extended)
+    alpha = trellis["log_alpha"].exp().numpy()  # (T, L)
+    occupancy = trellis["occupancy"].numpy()  # (T, L)
+    reachable = trellis["log_alpha"].numpy() > -1e20  # some path prefix gets here from a start state
+    live = occupancy > 1e-12  # on some complete path that reads the transcript
+    names = ["_" if k == ds2.BLANK else ds2.ALPHABET[k] for k in extended]
+
+    fig, axes = plt.subplots(1, 2, figsize=(15.5, 6.6))
+    moves = {
+        0: ("stay: s -> s", "#888888"),
+        1: ("advance: s-1 -> s", "tab:blue"),
+        2: ("skip a blank: s-2 -> s (only into a letter unlike the one before the blank)", "tab:green"),
+    }
+    for ax in axes:
+        for t in range(1, frames):
+            for s in range(length):
+                for step in (0, 1, 2):
+                    source = s - step
+                    if source < 0 or (step == 2 and not can_skip[s]) or not reachable[t - 1, source]:
+                        continue
+                    on_path = live[t - 1, source] and live[t, s]
+                    ax.annotate(
+                        "",
+                        xy=(t + 1, s),
+                        xytext=(t, source),
+                        arrowprops={
+                            "arrowstyle": "-|>",
+                            "color": moves[step][1],
+                            "lw": 1.3 if on_path else 0.6,
+                            "alpha": 0.9 if on_path else 0.25,
+                            "shrinkA": 13,
+                            "shrinkB": 13,
+                        },
+                    )
+        # The skip CTC forbids: between two equal letters the blank is compulsory ("l l" reads as one l).
+        repeats = [s for s in range(2, length) if extended[s] != ds2.BLANK and extended[s] == extended[s - 2]]
+        for s in repeats:
+            t = next((t for t in range(1, frames) if reachable[t - 1, s - 2] and reachable[t, s]), None)
+            if t is None:
+                continue
+            ax.annotate(
+                "",
+                xy=(t + 1, s),
+                xytext=(t, s - 2),
+                arrowprops={
+                    "arrowstyle": "-|>",
+                    "color": "tab:red",
+                    "lw": 1.4,
+                    "ls": "--",
+                    "shrinkA": 13,
+                    "shrinkB": 13,
+                },
+            )
+            ax.text(
+                t + 0.5, s - 1, "✗", color="tab:red", fontsize=16, ha="center", va="center", weight="bold"
+            )
+        ax.set_xlim(0.4, frames + 0.6)
+        ax.set_ylim(length - 0.4, -0.8)  # l'_1 at the top
+        ax.set_xticks(range(1, frames + 1))
+        ax.set_yticks(range(length), [f"s={s + 1}:  {name}" for s, name in enumerate(names)], fontsize=10)
+        ax.set_xlabel("frame t")
+        for s in (0, 1):
+            ax.annotate("start", xy=(1, s), xytext=(0.45, s), fontsize=8, va="center", color="#444444")
+        for s in (length - 2, length - 1):
+            ax.scatter([frames], [s], s=1500, facecolor="none", edgecolor="black", lw=1.2, zorder=2)
+    axes[0].set_ylabel("state s of the blank-extended label l'  (_ = blank)")
+
+    ax = axes[0]
+    for t in range(frames):
+        for s in range(length):
+            face = "#cfe3f5" if live[t, s] else "#eeeeee" if reachable[t, s] else "white"
+            ax.scatter([t + 1], [s], s=1100, facecolor=face, edgecolor="#555555", zorder=3)
+            label = _trellis_value(alpha[t, s]) if reachable[t, s] else "0"
+            ax.text(t + 1, s, label, ha="center", va="center", fontsize=7.5, zorder=4)
+    ax.set_title(
+        r"(a) $\alpha_t(s) = y_t(l'_s)\,[\alpha_{t-1}(s) + \alpha_{t-1}(s-1) + \alpha_{t-1}(s-2)]$, the last "
+        "term only where a skip is allowed\nblue: on a complete path; grey: reached, but the transcript cannot be "
+        "finished from it",
+        fontsize=9.5,
+    )
+    handles = [plt.Line2D([], [], color=c, lw=1.5, label=label) for label, c in moves.values()]
+    handles.append(
+        plt.Line2D([], [], color="tab:red", ls="--", lw=1.5, label="forbidden: skip between equal letters")
+    )
+    ax.legend(handles=handles, fontsize=8, loc="lower left", bbox_to_anchor=(0.0, -0.32), ncols=2)
+
+    ax = axes[1]
+    for t in range(frames):
+        for s in range(length):
+            colour = plt.cm.Blues(0.1 + 0.8 * occupancy[t, s]) if live[t, s] else "white"
+            ax.scatter([t + 1], [s], s=1100, facecolor=colour, edgecolor="#555555", zorder=3)
+            ax.text(
+                t + 1,
+                s,
+                (f"{occupancy[t, s]:.2f}" if occupancy[t, s] >= 0.005 else "<.01") if live[t, s] else "",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if occupancy[t, s] > 0.6 else "black",
+                zorder=4,
+            )
+        ax.text(t + 1, -0.6, f"sum {occupancy[t].sum():.2f}", ha="center", va="center", fontsize=8)
+    ax.set_title(
+        r"(b) $\alpha_t(s)\,\beta_t(s)\,/\,(y_t(l'_s)\,p(y|x))$: the probability that a path of the transcript "
+        "is\nin state s at frame t (columns sum to 1); "
+        r"$\partial(-\ln p)/\partial \ln y_t(k)$ is minus its sum over the states of class k",
+        fontsize=9.5,
+    )
+    fig.suptitle(
+        f'The CTC trellis of "{text}" over {frames} frames (§3.1; Graves et al. 2006): a path may start in '
+        f"the first blank or the first letter and end in the last letter or the last blank.\n"
+        f"-ln p(y|x) = {-trellis['log_p'].item():.4f} from these alphas (implementation._ctc_alpha), "
+        f"{reference.item():.4f} from ds2.ctc_loss (F.ctc_loss). Per-frame probabilities: a seeded draw, "
+        "not a trained model.",
+        fontsize=10.5,
+    )
+    fig.tight_layout()
+    save_figure(fig, path)
+    return trellis
+
+
+# ----------------------------------------------------------------------------------------------------------
 # 4. SortaGrad (§3.3)
 # ----------------------------------------------------------------------------------------------------------
 
@@ -945,25 +1169,28 @@ def figure_paper_results(path, metrics, metrics_path, quick):
     fig, axes = plt.subplots(2, 3, figsize=(16, 9.5))
     (ax_bn, ax_sort, ax_gru), (ax_conv, ax_data, ax_ours) = axes
     r = PAPER_RESULTS["depth_bn"]
-    ax_bn.plot(r["layers"], r["with_bn"], "o-", label="with BatchNorm")
-    ax_bn.plot([r["layers"][-1]], [r["without_bn_deepest"]], "s", color="tab:red", label="without BatchNorm")
-    for x, y in zip(r["layers"], r["with_bn"], strict=True):
-        ax_bn.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-    ax_bn.annotate(
-        f"{r['without_bn_deepest']:.2f}",
-        (7, r["without_bn_deepest"]),
-        textcoords="offset points",
-        xytext=(0, 6),
-        ha="center",
-        fontsize=8,
-        color="tab:red",
-    )
+    for key, label, style, colour, dy in (
+        ("with_bn", "with BatchNorm", "o-", "tab:blue", -12),
+        ("without_bn", "without BatchNorm", "s--", "tab:red", 6),
+    ):
+        ax_bn.plot(r["layers"], r[key], style, color=colour, label=label)
+        for x, y in zip(r["layers"], r[key], strict=True):
+            ax_bn.annotate(
+                f"{y:.2f}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(0, dy),
+                ha="center",
+                fontsize=8,
+                color=colour,
+            )
     ax_bn.set(
         xlabel="recurrent layers (simple RNN)",
         ylabel="dev WER (%)",
         xticks=r["layers"],
-        title=f"{PAPER}\nTable 1 topic, §3.2: depth and BatchNorm",
+        title=f"{PAPER}\nTable 1 topic, §3.2: BatchNorm at each depth",
     )
+    ax_bn.margins(y=0.12)  # room for the value labels
     ax_bn.legend(fontsize=8)
 
     r = PAPER_RESULTS["sortagrad"]
@@ -1018,7 +1245,7 @@ def figure_paper_results(path, metrics, metrics_path, quick):
         yscale="log",
         xlabel="hours of training audio",
         ylabel="dev WER (%)",
-        title=f"{PAPER}\n§5.2: data scaling (~40% relative per 10x data)",
+        title=f"{PAPER}\n§5.3: data scaling (~40% relative per 10x data)",
     )
     ax_data.legend(fontsize=8)
     ax_data.set_yticks([10, 15, 20, 30, 50], ["10", "15", "20", "30", "50"])
@@ -1048,8 +1275,8 @@ def figure_paper_results(path, metrics, metrics_path, quick):
             wrap=True,
         )
     fig.suptitle(
-        "The paper's reported development-set WER (recalled values, see paper_notes.md; the paper's PDF is the "
-        "authority)\nand our own measured error rates. Ours are on synthetic speech with a tiny model: "
+        "The paper's reported development-set WER (recalled values from ablations/paper_results.json; the "
+        "paper's PDF is the authority)\nand our own measured error rates. Ours are on synthetic speech with a tiny model: "
         "compare trends, not values.",
         fontsize=11.5,
     )
@@ -1110,6 +1337,7 @@ def main(args):
     figure_batchnorm(path(FIGURE_NAMES[4]), model, dev_specs, source)
     figure_training_curves(path(FIGURE_NAMES[5]), metrics, args.metrics, quick)
     figure_paper_results(path(FIGURE_NAMES[6]), metrics, args.metrics, quick)
+    figure_ctc_trellis(path(FIGURE_NAMES[7]))
     for name in FIGURE_NAMES:
         print(f"wrote {path(name)}")
     print(f"total {time.time() - began:.0f} s")

@@ -4,14 +4,18 @@
 * every ``python train_minimal.py ...`` / ``python visualization.py ...`` command in the code blocks of
   CHEATSHEET.md and README.md parses with that script's own argument parser;
 * ``python setup.py`` (the environment check) passes here;
-* no number attributed to the paper is missing from the lesson's fact sheet (PAPER_FACTS.md), and the
-  known errors of the seed text are not repeated;
+* every number the docs attribute to the paper is in ablations/paper_results.json (the repository's one
+  copy of the paper's numbers), paper_notes.md's tables quote that file row by row, and the known errors
+  of the seed text and the corrected misstatements are not repeated; as an extra cross-check, when the
+  lesson's fact sheet (../shared/PAPER_FACTS.md) is beside the repository, the file agrees with it;
+* the default training-set size the docs state is train_minimal.py's;
 * README's test command is the one .ci/run runs.
 """
 
 import contextlib
 import importlib
 import io
+import json
 import re
 import shlex
 import subprocess
@@ -30,26 +34,41 @@ CHEATSHEET = ROOT / "CHEATSHEET.md"
 PAPER_NOTES = ROOT / "paper_notes.md"
 README = ROOT / "README.md"
 CI_RUN = ROOT / ".ci" / "run"
-# The fact sheet lives beside the repository (../shared/) in the lesson's workspace and in CI.
+# The repository's one copy of the paper's numbers (the figures read it too).
+PAPER_RESULTS_JSON = ROOT / "ablations" / "paper_results.json"
+# The lesson's fact sheet lives beside the repository (../shared/) in the lesson's workspace, not in a
+# clone: only the extra cross-check reads it.
 PAPER_FACTS = Path(__file__).resolve().parents[2] / "shared" / "PAPER_FACTS.md"
 
-# Every number the fact sheet attributes to the paper (its "Tables" section), copied here so the check
-# runs without the fact sheet; test_paper_numbers_match_the_fact_sheet keeps the copy in sync with it.
+
+def _numbers(value) -> list[int | float]:
+    """Every number in a JSON value, depth first (``True``/``False`` are not numbers)."""
+    if isinstance(value, dict):
+        return [n for item in value.values() for n in _numbers(item)]
+    if isinstance(value, list):
+        return [n for item in value for n in _numbers(item)]
+    return [value] if isinstance(value, int | float) and not isinstance(value, bool) else []
+
+
+def _as_text(number: int | float) -> str:
+    return f"{number:.2f}" if isinstance(number, float) else str(number)
+
+
+PAPER_RESULTS = json.loads(PAPER_RESULTS_JSON.read_text(encoding="utf-8"))
+# Every decimal the paper reports (all of them error rates, in %), from the tables and the other facts.
 PAPER_DECIMALS = {
-    # Table 1 topic (BatchNorm x depth) and Table 3 topic (simple RNN vs GRU)
-    "14.40", "10.56", "9.78", "9.52", "10.83", "10.53", "8.00", "7.79", "8.19",
-    # Table 2 topic (SortaGrad)
-    "11.96",
-    # Table 4 topic (convolutions), regular / noisy
-    "9.67", "19.36", "19.21", "9.20", "20.22", "8.94", "16.22", "9.06", "15.71", "8.61", "14.74",
-    # Section 5.2 (data scaling), regular / noisy
-    "29.23", "50.97", "13.80", "22.99", "11.65", "20.41", "9.51", "15.90", "8.46", "13.59",
-    # LibriSpeech test-clean / test-other, model and humans
-    "5.33", "13.25", "5.83", "12.69",
-}  # fmt: skip
-PAPER_PERCENTS = {"40"}  # "about 40% relative improvement for each 10x more data" (section 5.2)
-# Numbers the fact sheet's "Known errors" section quotes; a "Known errors" section of ours may repeat them.
-KNOWN_ERROR_NUMBERS = {"8.46", "13.59", "30"}
+    _as_text(n) for part in ("tables", "other") for n in _numbers(PAPER_RESULTS[part]) if isinstance(n, float)
+}
+# Whole-number percentages the paper states ("about 40% relative improvement for each 10x more data").
+PAPER_PERCENTS = {
+    _as_text(fact["value"])
+    for fact in PAPER_RESULTS["other"].values()
+    if fact.get("unit", "").startswith("%")
+}
+# Numbers of the seed text's known errors; a "Known errors" section of ours may repeat them.
+KNOWN_ERROR_NUMBERS = {
+    _as_text(n) for entry in PAPER_RESULTS["known_errors"]["entries"] for n in entry["numbers"]
+}
 
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?!\w|\.\d)")  # "8.19." at a sentence end counts
 PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*%")
@@ -327,7 +346,7 @@ def claim_units(text: str) -> list[tuple[int, str, str, str]]:
 
 
 def unsupported_paper_numbers(text: str) -> list[str]:
-    """Numbers the text attributes to the paper that the fact sheet does not hold, as readable findings.
+    """Numbers the text attributes to the paper that paper_results.json lacks, as readable findings.
 
     Checked: decimals (``8.46``) and percentages (``40%``) in every unit of ``claim_units`` that speaks
     about the paper. Inline code, section references and links are not numbers. Under a "Known errors"
@@ -343,15 +362,19 @@ def unsupported_paper_numbers(text: str) -> list[str]:
         for value in PERCENT.findall(checked):
             ours = value in OURS_NEAR_PAPER and OURS_NEAR_PAPER[value] in checked.lower()
             if not ours and not _in(value, percents_allowed):
-                findings.append(f"line {number}: {value}% is not in PAPER_FACTS.md: {shown[:160]}")
+                findings.append(
+                    f"line {number}: {value}% is not in ablations/paper_results.json: {shown[:160]}"
+                )
         for value in DECIMAL.findall(PERCENT.sub(" ", checked)):
             if not _in(value, decimals_allowed):
-                findings.append(f"line {number}: {value} is not in PAPER_FACTS.md: {shown[:160]}")
+                findings.append(
+                    f"line {number}: {value} is not in ablations/paper_results.json: {shown[:160]}"
+                )
     return findings
 
 
 @pytest.mark.parametrize("path", [PAPER_NOTES, CHEATSHEET, README], ids=lambda p: p.name)
-def test_no_paper_number_outside_the_fact_sheet(path):
+def test_no_paper_number_outside_paper_results_json(path):
     if not path.exists():
         pytest.skip(f"{path.name} does not exist yet")
     findings = unsupported_paper_numbers(path.read_text(encoding="utf-8"))
@@ -372,7 +395,7 @@ def test_the_paper_number_check_can_fail():
         assert unsupported_paper_numbers(text), f"not caught: {text!r}"
     fine = [
         "Table 4 topic: 3-layer 2D 8.61 / 14.74 (§3.5).",
-        "The paper reports about 40% relative per 10x data (section 5.2).",
+        "The paper reports about 40% relative per 10x data (section 5.3).",
         "| | paper | ours |\n| --- | --- | --- |\n| lr | not in our notes | 0.003 |",
         "Our run: dev-clean CER 2.5% after 5 epochs.",  # no paper cue: ours
         "## Known errors\nThe paper never says 30% from 3,000 to 12,000 hours.",
@@ -391,26 +414,281 @@ def test_known_errors_are_not_repeated():
                 continue
             if re.search(r"\bTable 4\b", line) and re.search(r"8\.46|13\.59", line):
                 pytest.fail(
-                    f"{path.name}:{number} attributes 8.46/13.59 to Table 4 (section 5.2 data scaling)"
+                    f"{path.name}:{number} attributes 8.46/13.59 to Table 4 (section 5.3 data scaling)"
                 )
             if re.search(r"(?<![\d.])30\s*%", line):
                 pytest.fail(f"{path.name}:{number} repeats the '30%' claim the paper does not make: {line}")
 
 
-def test_paper_numbers_match_the_fact_sheet():
-    if not PAPER_FACTS.exists():
-        pytest.skip(f"the fact sheet is not beside the repository ({PAPER_FACTS}); the copy above is used")
-    text = PAPER_FACTS.read_text(encoding="utf-8")
-    tables = text.split("## Tables", 1)[1].split("## Known errors", 1)[0]
-    in_sheet = set(DECIMAL.findall(NOT_NUMBERS.sub(" ", tables)))
-    assert {float(n) for n in in_sheet} == {float(n) for n in PAPER_DECIMALS}, (
-        "PAPER_DECIMALS no longer matches PAPER_FACTS.md's tables: "
-        f"only in the sheet {sorted(in_sheet - PAPER_DECIMALS)}, only here {sorted(PAPER_DECIMALS - in_sheet)}"
+# The sections and table topics of PAPER_FACTS.md's section map, for each table of the JSON file.
+TABLE_PLACES = {
+    "depth_bn": ("3.2", "Table 1 topic"),
+    "sortagrad": ("3.3", "Table 2 topic"),
+    "rnn_gru": ("3.4", "Table 3 topic"),
+    "conv": ("3.5", "Table 4 topic"),
+    "data_scaling": ("5.3", "Table 10 topic"),
+}
+
+
+def test_paper_results_json_is_labelled_and_consistent():
+    """Each entry names its section and table topic; rows have one value per column; the note hedges."""
+    note = PAPER_RESULTS["note"].lower()
+    for word in ("recalled", "cross-checked", "pdf", "authority"):
+        assert word in note, f"the top-level note of {PAPER_RESULTS_JSON.name} should say '{word}'"
+    tables = PAPER_RESULTS["tables"]
+    assert set(tables) == set(TABLE_PLACES)
+    for name, (section, topic) in TABLE_PLACES.items():
+        assert tables[name]["section"] == section, f"{name}: section {tables[name]['section']}, not {section}"
+        assert tables[name]["table_topic"].startswith(topic), f"{name}: {tables[name]['table_topic']!r}"
+        assert "WER" in tables[name]["metric"]
+    depth = tables["depth_bn"]  # BatchNorm at each depth: both rows, one value per depth
+    assert len(depth["with_bn"]) == len(depth["without_bn"]) == len(depth["layers"]) == 4
+    assert (
+        len(tables["rnn_gru"]["simple RNN"])
+        == len(tables["rnn_gru"]["GRU"])
+        == len(tables["rnn_gru"]["layers"])
     )
-    assert set(PERCENT.findall(tables)) == PAPER_PERCENTS
-    known = text.split("## Known errors", 1)[1]
+    scaling = tables["data_scaling"]
+    assert len(scaling["regular"]) == len(scaling["noisy"]) == len(scaling["hours"]) == 5
+    assert scaling["hours"] == sorted(scaling["hours"])
+    assert all(len(row) == len(tables["conv"]["columns"]) == 2 for row in tables["conv"]["rows"].values())
+    for part in ("not sorted", "SortaGrad"):
+        assert part in tables["sortagrad"]["baseline"] and part in tables["sortagrad"]["BatchNorm"]
+    for name, fact in PAPER_RESULTS["other"].items():
+        assert {"section", "table_topic"} <= set(fact), f"other fact {name} lacks its section or table topic"
+    assert PAPER_DECIMALS and PAPER_PERCENTS == {"40"} and KNOWN_ERROR_NUMBERS == {"8.46", "13.59", "30"}
+
+
+def test_paper_conv_layers_are_the_ones_implementation_builds():
+    layers = PAPER_RESULTS["tables"]["conv"]["layers_2d"]
+    assert tuple(layer["channels"] for layer in layers) == implementation.PAPER_CONV_CHANNELS
+    assert tuple(tuple(layer["kernel_freq_x_time"]) for layer in layers) == implementation.PAPER_CONV_KERNELS
+    assert tuple(tuple(layer["stride_freq_x_time"]) for layer in layers) == implementation.PAPER_CONV_STRIDES
+
+
+def _rows(values) -> str:
+    return " / ".join(_as_text(value) for value in values)
+
+
+def test_paper_notes_quote_the_json_row_by_row():
+    """paper_notes.md's tables of the paper's results hold exactly the JSON's rows, each in its place."""
+    text = PAPER_NOTES.read_text(encoding="utf-8")
+    rows = {tuple(table_cells(line)) for _, _, line in prose_lines(text) if line.lstrip().startswith("|")}
+    tables = PAPER_RESULTS["tables"]
+    depth = tables["depth_bn"]
+    expected = [
+        ("recurrent layers", *(str(n) for n in depth["layers"])),
+        ("with BN", *(_as_text(v) for v in depth["with_bn"])),
+        ("without BN", *(_as_text(v) for v in depth["without_bn"])),
+    ]
+    expected += [(name, *(_as_text(v) for v in pair)) for name, pair in tables["conv"]["rows"].items()]
+    scaling = tables["data_scaling"]
+    expected += [
+        (f"{hours:,}", _as_text(regular), _as_text(noisy))
+        for hours, regular, noisy in zip(scaling["hours"], scaling["regular"], scaling["noisy"], strict=True)
+    ]
+    missing = [row for row in expected if row not in rows]
+    assert not missing, f"paper_notes.md lacks these table rows of {PAPER_RESULTS_JSON.name}: {missing}"
+    flat = " ".join(text.split())
+    sortagrad = tables["sortagrad"]
+    phrases = [
+        f"simple RNN {_rows(tables['rnn_gru']['simple RNN'])}",
+        f"GRU {_rows(tables['rnn_gru']['GRU'])}",
+        f"{_as_text(sortagrad['baseline']['not sorted'])} unsorted vs {_as_text(sortagrad['baseline']['SortaGrad'])}",
+        f"{_as_text(sortagrad['BatchNorm']['not sorted'])} vs {_as_text(sortagrad['BatchNorm']['SortaGrad'])}",
+    ]
+    assert not [p for p in phrases if p not in flat], [p for p in phrases if p not in flat]
+
+
+def test_paper_results_json_agrees_with_the_fact_sheet():
+    """Extra cross-check against the lesson's fact sheet, which sits beside the repository, not in it."""
+    if not PAPER_FACTS.exists():
+        pytest.skip(
+            f"extra cross-check only: the fact sheet {PAPER_FACTS} is not beside this clone; "
+            f"{PAPER_RESULTS_JSON.relative_to(ROOT)} is checked by the other tests"
+        )
+    text = PAPER_FACTS.read_text(encoding="utf-8")
+    tables_text = text.split("## Tables", 1)[1].split("## Known errors", 1)[0]
+    corrections = text.split("## Corrections", 1)[1] if "## Corrections" in text else ""
+    in_tables = {float(n) for n in DECIMAL.findall(NOT_NUMBERS.sub(" ", tables_text))}
+    in_corrections = {float(n) for n in DECIMAL.findall(NOT_NUMBERS.sub(" ", corrections))}
+    ours = {float(n) for n in PAPER_DECIMALS}
+    assert in_tables <= ours, f"in PAPER_FACTS.md's tables but not in the JSON: {sorted(in_tables - ours)}"
+    assert ours <= in_tables | in_corrections, (
+        f"in the JSON but not in PAPER_FACTS.md: {sorted(ours - in_tables)}"
+    )
+    assert set(PERCENT.findall(tables_text)) == PAPER_PERCENTS
+    # Each number in its place: the rows as the fact sheet writes them.
+    flat = " ".join(text.split())
+    tables, other = PAPER_RESULTS["tables"], PAPER_RESULTS["other"]
+    baseline, with_bn = tables["sortagrad"]["baseline"], tables["sortagrad"]["BatchNorm"]
+    scaling = tables["data_scaling"]
+    phrases = [
+        f"with BN {_rows(tables['depth_bn']['with_bn'])}",
+        f"without BN {_rows(tables['depth_bn']['without_bn'])}",
+        f"baseline {_as_text(baseline['not sorted'])} unsorted vs {_as_text(baseline['SortaGrad'])} sorted",
+        f"with BN {_as_text(with_bn['not sorted'])} vs {_as_text(with_bn['SortaGrad'])}",
+        f"simple RNN {_rows(tables['rnn_gru']['simple RNN'])}",
+        f"GRU {_rows(tables['rnn_gru']['GRU'])}",
+        *(f"{name} {_rows(pair)}" for name, pair in tables["conv"]["rows"].items()),
+        *(
+            f"{hours:,} h {_as_text(regular)} / {_as_text(noisy)}"
+            for hours, regular, noisy in zip(
+                scaling["hours"], scaling["regular"], scaling["noisy"], strict=True
+            )
+        ),
+        f"(§{scaling['section']}, {scaling['table_topic'].split(':')[0]})",
+        f"about {other['relative_improvement_per_10x_data']['value']}% relative improvement for each 10x",
+        f"noise added to about {other['noise_augmentation_fraction']['value']}% of utterances",
+        f"~{other['english_training_hours']['value']:,} h English",
+        f"~{other['mandarin_training_hours']['value']:,} h Mandarin",
+        f"~{other['speedup_over_deep_speech_1']['value']}x faster",
+        "test-clean {test-clean} / test-other {test-other}".format(**other["librispeech"]["model"]),
+        "humans {test-clean} / {test-other}".format(**other["librispeech"]["human"]),
+        f"min(max(x,0),{other['clipped_relu_ceiling']['value']})",
+    ]
+    missing = [phrase for phrase in phrases if phrase not in flat]
+    assert not missing, f"PAPER_FACTS.md does not say these, as the JSON does: {missing}"
+    known = text.split("## Known errors", 1)[1].split("## ", 1)[0]
     for value in KNOWN_ERROR_NUMBERS:
         assert value in known, f"{value} is not among the fact sheet's known errors"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Corrected misstatements, hedges, the default data size
+# ---------------------------------------------------------------------------------------------------------
+
+# Sentences a review found false; (pattern, why). Checked per paragraph, list item or table row.
+MISSTATEMENTS = [
+    (
+        re.compile(
+            r"(?:§\s*|section\s+)5\.2\b[^.;]{0,80}\bscal|\bscal\w*[^.;]{0,80}(?:§\s*|section\s+)5\.2\b", re.I
+        ),
+        "data scaling is §5.3 (§5.2 is data augmentation)",
+    ),
+    (re.compile(r"final choice", re.I), "say the GRU is 'the stronger of the two in Table 3'"),
+    (
+        re.compile(r"\b(?:eq|eqn|equation)\.?\s*\(?\d", re.I),
+        "no equation numbers: none is on the fact sheet, and Graves et al. 2006 must not be misnumbered",
+    ),
+    (
+        re.compile(r"\b(?:hundred|\d+)\s*(?:times|x)\s+narrower", re.I),
+        "the paper's widths are not known here",
+    ),
+    (
+        re.compile(r"\bmax\w*\b[^.]*\binstead of sum[^.]*\b(?:cannot|can't|never)\b", re.I),
+        "a max-instead-of-sum beam search still spells doubled letters; it loses the other alignments",
+    ),
+]
+# "1 vs 7 layers, 14.40 vs 9.52" shows depth, not BatchNorm (the Table 1 topic is BN at each depth).
+DEPTH_AS_BATCHNORM = re.compile(r"14\.40\s*(?:/|vs\.?|against|->|to)\s*9\.52")
+
+
+def misstatements(text: str) -> list[str]:
+    findings = []
+    for number, _, _, shown in claim_units(text):
+        for pattern, why in MISSTATEMENTS:
+            if pattern.search(shown):
+                findings.append(f"line {number}: {why}: {shown[:160]}")
+        if DEPTH_AS_BATCHNORM.search(shown) and re.search(r"\bBN\b|BatchNorm", shown):
+            findings.append(f"line {number}: compare with and without BN at the same depth: {shown[:160]}")
+    return findings
+
+
+# README.md is rewritten by its own owner; add it here once its sentences are fixed.
+CORRECTED_FILES = [PAPER_NOTES, CHEATSHEET, ROOT / "visualization.py"]
+
+
+@pytest.mark.parametrize("path", CORRECTED_FILES, ids=lambda p: p.name)
+def test_corrected_misstatements_are_not_repeated(path):
+    findings = misstatements(path.read_text(encoding="utf-8"))
+    assert not findings, "\n".join(findings)
+
+
+def test_the_misstatement_check_can_fail():
+    wrong = [
+        "**Data scaling (§5.2, dev WER regular / noisy):**",
+        'title=f"{PAPER}\\n§5.2: data scaling (~40% relative per 10x data)",',
+        "the GRU, the paper's final choice",
+        "with the alpha-beta gradient (Graves et al. 2006, eq. 16).",
+        "a model about a hundred times narrower;",
+        'That is why a beam search that keeps maxima instead of summing prefixes,\n   cannot write "hello".',
+        "| BatchNorm with depth: 1 / 7 recurrent layers (simple RNNs) | §3.2, Table 1 topic | 14.40 / 9.52 |",
+    ]
+    for text in wrong:
+        assert misstatements(text), f"not caught: {text!r}"
+    right = [
+        "**Data scaling (§5.3, Table 10 topic):** noise augmentation is §5.2.",
+        "The GRU is the stronger of the two in Table 3.",
+        "the gradient with respect to the unnormalised outputs, the form Graves et al. 2006 give.",
+        "Keeping the max instead of the sum still spells `ll`; it loses the other alignments.",
+        "GRU vs simple RNN at depth 1: simple RNN 14.40 / 10.56 / 9.78 / 9.52.",
+    ]
+    for text in right:
+        assert not misstatements(text), f"wrongly flagged: {text!r}"
+
+
+# Facts about the paper that are not on the fact sheet: wherever a doc attributes one to the paper, it
+# must say "recalled" in the same paragraph, list item or table cell.
+RECALLED_FACTS = {
+    "the 10 ms stride": re.compile(r"\b10 ms\b"),
+    "the summed directions": re.compile(r"\bsummed\b|\bsumming the (?:two )?directions\b", re.I),
+    "the KenLM 5-gram": re.compile(r"\b5-gram\b"),
+    "SGD with Nesterov momentum": re.compile(r"\bNesterov\b"),
+}
+
+
+def unhedged_recalled_facts(text: str) -> list[str]:
+    findings = []
+    for number, _, checked, shown in claim_units(text):
+        for fact, pattern in RECALLED_FACTS.items():
+            if pattern.search(checked) and "recalled" not in checked.lower():
+                findings.append(
+                    f"line {number}: {fact} is not on the fact sheet; say 'recalled': {shown[:160]}"
+                )
+    return findings
+
+
+@pytest.mark.parametrize("path", [PAPER_NOTES, CHEATSHEET], ids=lambda p: p.name)
+def test_recalled_facts_are_marked_recalled(path):
+    findings = unhedged_recalled_facts(path.read_text(encoding="utf-8"))
+    assert not findings, "\n".join(findings)
+
+
+def test_the_recalled_fact_check_can_fail():
+    wrong = [
+        "The paper trains with SGD with Nesterov momentum.",
+        "| | paper | ours |\n| --- | --- | --- |\n| input | 20 ms / 10 ms (§3.1) | same |",
+        "In the paper (§3.1) the two directions are summed.",
+    ]
+    for text in wrong:
+        assert unhedged_recalled_facts(text), f"not caught: {text!r}"
+    right = [
+        "The paper trains with SGD with Nesterov momentum **(recalled, unverified)**.",
+        "| | paper | ours |\n| --- | --- | --- |\n| input | not in our notes | 20 ms / 10 ms |",
+        "Our window is 20 ms and our stride 10 ms.",  # ours, not attributed to the paper
+    ]
+    for text in right:
+        assert not unhedged_recalled_facts(text), f"wrongly flagged: {text!r}"
+
+
+def test_docs_state_the_default_training_set_size():
+    """Where a doc gives the default number of training utterances, it is train_minimal.py's default."""
+    default = importlib.import_module("train_minimal").parse_args([]).train_size
+    stated = []
+    for path in (PAPER_NOTES, CHEATSHEET, README):
+        if not path.exists():
+            continue
+        for number, _, _, shown in claim_units(path.read_text(encoding="utf-8")):
+            if "--train-size" not in shown and "default" not in shown:
+                continue
+            values = re.findall(r"\b(\d[\d,]*) synthetic utterances\b", shown)
+            if "--train-size" in shown:
+                values += re.findall(r"\b(\d[\d,]*) by default\b", shown)
+            stated += [(path.name, number, int(value.replace(",", ""))) for value in values]
+    wrong = [entry for entry in stated if entry[2] != default]
+    assert not wrong, f"train_minimal.py trains on {default:,} utterances by default; the docs say {wrong}"
+    assert {name for name, _, _ in stated} >= {PAPER_NOTES.name, CHEATSHEET.name}, stated
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,12 +1,19 @@
-"""visualization.py writes every figure as a valid PNG, quick-training when there is no checkpoint."""
+"""visualization.py writes every figure as a valid PNG, quick-training when there is no checkpoint; the
+paper's numbers it draws are ablations/paper_results.json's; the CTC trellis figure's alphas are exact."""
 
+import itertools
+import json
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 
+import implementation as ds2
 import visualization
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +64,176 @@ def test_help_lists_every_option():
         assert flag in result.stdout
 
 
-def test_paper_numbers_are_the_ones_in_paper_notes():
-    # A few anchors from PAPER_FACTS.md (via paper_notes.md): the figure must not drift from them.
-    results = visualization.PAPER_RESULTS
-    assert results["sortagrad"]["baseline"] == {"not sorted": 11.96, "SortaGrad": 10.83}
-    assert results["rnn_gru"]["GRU"] == [10.53, 8.00, 7.79, 8.19]
-    assert results["conv"]["3-layer 2D"] == (8.61, 14.74)
-    assert results["data_scaling"]["regular"][-1] == 8.46 and results["data_scaling"]["noisy"][-1] == 13.59
+PAPER_JSON = ROOT / "ablations" / "paper_results.json"
+
+
+def _paper_tables():
+    return json.loads(PAPER_JSON.read_text(encoding="utf-8"))["tables"]
+
+
+def test_paper_numbers_are_the_ones_in_paper_results_json():
+    """visualization.PAPER_RESULTS is ablations/paper_results.json's tables, in the figures' shape."""
+    tables = _paper_tables()
+    depth, sortagrad, rnn_gru, scaling = (
+        tables[k] for k in ("depth_bn", "sortagrad", "rnn_gru", "data_scaling")
+    )
+    assert visualization.PAPER_RESULTS == {
+        "depth_bn": {
+            "layers": depth["layers"],
+            "with_bn": depth["with_bn"],
+            "without_bn": depth["without_bn"],
+            "without_bn_deepest": depth["without_bn"][-1],
+        },
+        "sortagrad": {"baseline": sortagrad["baseline"], "BatchNorm": sortagrad["BatchNorm"]},
+        "rnn_gru": {"layers": rnn_gru["layers"], "simple RNN": rnn_gru["simple RNN"], "GRU": rnn_gru["GRU"]},
+        "conv": {name: tuple(pair) for name, pair in tables["conv"]["rows"].items()},
+        "data_scaling": {"hours": scaling["hours"], "regular": scaling["regular"], "noisy": scaling["noisy"]},
+    }
+
+
+def test_paper_numbers_follow_the_json_file(tmp_path):
+    """Change a number in the file and the figures' numbers change: they are read, not copied."""
+    data = json.loads(PAPER_JSON.read_text(encoding="utf-8"))
+    data["tables"]["rnn_gru"]["GRU"][0] = 99.5
+    data["tables"]["conv"]["rows"]["3-layer 2D"] = [1.25, 2.5]
+    data["tables"]["depth_bn"]["without_bn"][-1] = 42.0
+    path = tmp_path / "paper_results.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    results = visualization.load_paper_results(path)
+    assert results["rnn_gru"]["GRU"][0] == 99.5
+    assert results["conv"]["3-layer 2D"] == (1.25, 2.5)
+    assert results["depth_bn"]["without_bn"][-1] == results["depth_bn"]["without_bn_deepest"] == 42.0
+
+
+def _captured_figure(monkeypatch, draw):
+    """The matplotlib figure ``draw()`` saves, kept instead of written."""
+    figures = []
+    monkeypatch.setattr(visualization, "save_figure", lambda fig, path: figures.append(fig))
+    result = draw()
+    (fig,) = figures
+    return fig, result
+
+
+def test_paper_results_figure_draws_the_json_numbers(tmp_path, monkeypatch):
+    fig, _ = _captured_figure(
+        monkeypatch,
+        lambda: visualization.figure_paper_results(
+            tmp_path / "p.png", None, str(tmp_path / "none.json"), None
+        ),
+    )
+    ax_bn, ax_sort, ax_gru, ax_conv, ax_data, _ = fig.axes
+    tables = _paper_tables()
+
+    def lines(ax):
+        return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+
+    def bars(ax):
+        return {container.get_label(): [bar.get_height() for bar in container] for container in ax.containers}
+
+    depth = tables["depth_bn"]
+    assert lines(ax_bn) == {
+        "with BatchNorm": (depth["layers"], depth["with_bn"]),
+        "without BatchNorm": (depth["layers"], depth["without_bn"]),
+    }
+    assert "Table 1 topic" in ax_bn.get_title() and "each depth" in ax_bn.get_title()
+    sortagrad = tables["sortagrad"]
+    assert bars(ax_sort) == {
+        label: [sortagrad["baseline"][label], sortagrad["BatchNorm"][label]]
+        for label in ("not sorted", "SortaGrad")
+    }
+    rnn_gru = tables["rnn_gru"]
+    assert lines(ax_gru) == {name: (rnn_gru["layers"], rnn_gru[name]) for name in ("simple RNN", "GRU")}
+    rows = tables["conv"]["rows"]
+    assert bars(ax_conv) == {
+        "regular dev": [pair[0] for pair in rows.values()],
+        "noisy dev": [pair[1] for pair in rows.values()],
+    }
+    assert [t.get_text() for t in ax_conv.get_xticklabels()] == [name.replace(" ", "\n", 1) for name in rows]
+    scaling = tables["data_scaling"]
+    assert lines(ax_data) == {
+        f"{name} dev": (scaling["hours"], scaling[name]) for name in ("regular", "noisy")
+    }
+    assert f"§{scaling['section']}:" in ax_data.get_title()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The CTC trellis figure
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _brute_force_trellis(log_probs, text):
+    """alpha_t(s) and the state occupancy by enumerating every path (prefix) over blank and the text's
+    letters: the oracle for visualization.ctc_trellis, which runs implementation._ctc_alpha."""
+    labels = ds2.encode_text(text).tolist()
+    frames, states = log_probs.shape[0], 2 * len(labels) + 1
+    symbols = sorted({ds2.BLANK, *labels})
+
+    def state(prefix):
+        """The state of l' = (_, l1, _, ..., lS, _) a path prefix is in; None if it cannot read ``text``."""
+        collapsed = [k for i, k in enumerate(prefix) if (i == 0 or k != prefix[i - 1]) and k != ds2.BLANK]
+        if collapsed != labels[: len(collapsed)]:
+            return None
+        return 2 * len(collapsed) if prefix[-1] == ds2.BLANK else 2 * len(collapsed) - 1
+
+    def probability(path):
+        return math.exp(sum(log_probs[t, k].item() for t, k in enumerate(path)))
+
+    alpha = torch.zeros(frames, states, dtype=torch.float64)
+    for t in range(frames):
+        for prefix in itertools.product(symbols, repeat=t + 1):
+            s = state(prefix)
+            if s is not None:
+                alpha[t, s] += probability(prefix)
+    occupancy = torch.zeros(frames, states, dtype=torch.float64)
+    for path in itertools.product(symbols, repeat=frames):
+        if state(path) in (states - 1, states - 2):  # reads the whole text
+            for t in range(frames):
+                occupancy[t, state(path[: t + 1])] += probability(path)
+    total = alpha[-1, -1] + alpha[-1, -2]
+    return alpha, occupancy / total, total
+
+
+@pytest.mark.parametrize("text, frames", [("all", 6), ("abc", 5), ("see", 5)])
+def test_ctc_trellis_matches_brute_force_enumeration(text, frames):
+    log_probs = torch.randn(
+        frames, ds2.NUM_CLASSES, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    log_probs = log_probs.log_softmax(-1)
+    trellis = visualization.ctc_trellis(log_probs, text)
+    alpha, occupancy, total = _brute_force_trellis(log_probs, text)
+    torch.testing.assert_close(trellis["log_alpha"].exp(), alpha, rtol=1e-9, atol=1e-300)
+    torch.testing.assert_close(trellis["occupancy"], occupancy, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(trellis["log_p"].exp(), total, rtol=1e-9, atol=0.0)
+    torch.testing.assert_close(trellis["occupancy"].sum(dim=1), torch.ones(frames, dtype=torch.float64))
+
+
+def test_ctc_trellis_figure_shows_the_alphas_and_agrees_with_ctc_loss(tmp_path, monkeypatch):
+    fig, trellis = _captured_figure(monkeypatch, lambda: visualization.figure_ctc_trellis(tmp_path / "t.png"))
+    alpha = trellis["log_alpha"].exp()
+    reachable = trellis["log_alpha"] > -1e20
+    node_texts = [text.get_text() for text in fig.axes[0].texts]
+    expected = [visualization._trellis_value(a.item()) for a in alpha[reachable]]
+    missing = [value for value in expected if value not in node_texts]
+    assert not missing and int(reachable.sum()) > 10, f"alphas not drawn: {missing}"
+    from_alphas, from_ctc_loss = re.search(
+        r"-ln p\(y\|x\) = ([\d.]+) from these alphas.*?([\d.]+) from ds2\.ctc_loss",
+        fig.get_suptitle(),
+        re.S,
+    ).groups()
+    assert from_alphas == from_ctc_loss and float(from_alphas) > 0
+    # "all": one forbidden skip (between the two l's) per panel; "abc" has none.
+    assert [text.get_text() for text in fig.axes[0].texts].count("✗") == 1
+    fig, _ = _captured_figure(
+        monkeypatch, lambda: visualization.figure_ctc_trellis(tmp_path / "t.png", "abc", 5)
+    )
+    assert [text.get_text() for text in fig.axes[0].texts].count("✗") == 0
+
+
+def test_ctc_trellis_figure_is_a_png_registered_in_the_figure_list(tmp_path):
+    assert "ctc_trellis.png" in visualization.FIGURE_NAMES
+    path = tmp_path / "ctc_trellis.png"
+    visualization.figure_ctc_trellis(path)
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+    image = matplotlib.image.imread(path)
+    height, width = image.shape[:2]
+    assert 300 <= width <= 4000 and 200 <= height <= 4000 and image.std() > 0.01
