@@ -9,7 +9,7 @@ The module follows the paper's order. Each section is fenced with a rule and nam
 implements; where we depart from the paper the comment says so (see also paper_notes.md).
 
     1. Text (§3.1)                    the 29-symbol English alphabet, blank = 0
-    2. Spectrogram (§3.1)             log power spectrogram, 20 ms Hann windows, 10 ms stride
+    2. Spectrogram (§3.1)             log power spectrogram, 20 ms Hann windows, 10 ms stride; batching
     3. Convolutional front-end (§3.5) 1-3 layers of 2D convolution over (frequency, time), Table 4 kernels
     4. Sequence-wise BatchNorm (§3.2) on the input-to-hidden projection W h^{l-1} only, masked statistics
     5. Recurrent stack (§3.2-3.4)     bidirectional GRU or simple RNN; lookahead convolution (§3.7)
@@ -19,10 +19,15 @@ implements; where we depart from the paper the comment says so (see also paper_n
     9. Language model (§3.8)          word n-gram with interpolated Kneser-Ney smoothing, ARPA files
    10. Metrics                        edit distance, corpus WER and CER
    11. Synthetic speech               letters as phones, speakers, coarticulation, noise, train/dev splits
-   12. Training helpers               batching, SortaGrad (§3.3), evaluation, checkpoints, transcribe()
+   12. Training                       batching, SortaGrad (§3.3), the one training loop, evaluation,
+                                      checkpoints
+   13. Inference and files            audio checks and files, long recordings, transcribe()
 
-Shapes use one notation throughout: B batch, T frames, F frequency bins or features, C classes (29),
-S transcript length, H hidden size.
+Shapes use one notation throughout, one letter per meaning:
+    B batch          T frames (T' after the conv strides)     S transcript length (L = 2S + 1 for CTC)
+    F frequency bins (F' after the conv strides)              K conv channels
+    I features into a recurrent layer (K * F' for the first)  H hidden size    D directions (1 or 2)
+    C output classes (29: the alphabet and the blank)
 
 Importing this module runs nothing; demos live behind ``if __name__ == "__main__":``.
 """
@@ -72,6 +77,11 @@ def normalize_text(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def outside_alphabet(text: str) -> list[str]:
+    """The characters of ``text`` that are not in the alphabet (the blank is not a character), sorted."""
+    return sorted({char for char in text if char not in _CHAR_TO_ID})
+
+
 def encode_text(text: str) -> Tensor:
     """Transcript -> label ids, shape ``(S,)``, dtype long; never contains the blank.
 
@@ -83,7 +93,7 @@ def encode_text(text: str) -> Tensor:
         raise ValueError(
             "the transcript is empty (or only white space): CTC needs at least one character to learn from"
         )
-    unknown = sorted({char for char in normalized if char not in _CHAR_TO_ID})
+    unknown = outside_alphabet(normalized)
     if unknown:
         raise ValueError(
             f"transcript {text!r} has characters outside the alphabet: {unknown}. "
@@ -108,8 +118,8 @@ def decode_labels(ids: Iterable[int] | Tensor) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # 2. Spectrogram (§3.1): the model's input
 # ----------------------------------------------------------------------------------------------------------
-# DS2 consumes "a spectrogram of power normalized audio clips" computed on 20 ms windows with a 10 ms
-# stride. We frame without centre padding (torch.stft(center=False)): every frame then holds only real
+# DS2 consumes a power spectrogram of normalised audio (§3.1); the 20 ms windows and 10 ms stride are the
+# paper's values as we recall them (recalled, not on our fact sheet). We frame without centre padding (torch.stft(center=False)): every frame then holds only real
 # samples, so in a padded batch no frame of a short utterance ever sees another utterance's padding.
 
 SAMPLE_RATE = 16_000
@@ -136,34 +146,6 @@ def num_frames(num_samples: int | Tensor, sample_rate: int = SAMPLE_RATE, window
     return 1 + (num_samples - window) // hop if num_samples >= window else 0
 
 
-def check_waveform(waveform: Tensor, sample_rate: int = SAMPLE_RATE, window_ms: float = 20.0) -> Tensor:
-    """Validate audio before feature extraction; returns it as float32.
-
-    Raises ``ValueError`` for: a non-tensor, an empty or shorter-than-one-window signal, NaN or inf
-    samples. Shapes ``(samples,)`` and ``(B, samples)`` are accepted (use ``to_mono`` first for
-    multi-channel audio).
-    """
-    if not isinstance(waveform, Tensor):
-        waveform = torch.as_tensor(np.asarray(waveform))
-    if waveform.dim() not in (1, 2):
-        raise ValueError(
-            f"expected a waveform of shape (samples,) or (batch, samples), got shape {tuple(waveform.shape)}"
-        )
-    window, _ = frame_parameters(sample_rate, window_ms)
-    if waveform.shape[-1] == 0:
-        raise ValueError("the audio is empty (0 samples)")
-    if waveform.shape[-1] < window:
-        raise ValueError(
-            f"the audio is too short: {waveform.shape[-1]} samples ({1000 * waveform.shape[-1] / sample_rate:.1f} ms) "
-            f"at {sample_rate} Hz, but one {window_ms:g} ms analysis window needs {window} samples"
-        )
-    if not waveform.is_floating_point():
-        waveform = waveform.float()
-    if not torch.isfinite(waveform).all():
-        raise ValueError("the audio contains NaN or inf samples; check how it was loaded or generated")
-    return waveform.float()
-
-
 def log_spectrogram(
     waveform: Tensor,
     sample_rate: int = SAMPLE_RATE,
@@ -176,7 +158,7 @@ def log_spectrogram(
     Args:
         waveform: ``(samples,)`` or ``(B, samples)``, float, mono.
         sample_rate: Hz; sets the window (20 ms -> 320 samples at 16 kHz) and hop (10 ms -> 160).
-        window_ms, stride_ms: analysis window and stride in milliseconds (the paper's 20 ms / 10 ms).
+        window_ms, stride_ms: analysis window and stride in milliseconds (20 ms / 10 ms: the paper's, as recalled).
         eps: added to the power before the log so silence gives a finite value.
 
     Returns:
@@ -230,37 +212,6 @@ def normalize_spectrogram(
     normalized = (spec - mean[:, None, None]) / (var[:, None, None].sqrt() + 1e-5)
     normalized = normalized.masked_fill(~valid, 0.0)
     return normalized[0] if single else normalized
-
-
-def to_mono(waveform: Tensor) -> Tensor:
-    """Down-mix ``(channels, samples)`` to ``(samples,)`` by averaging; ``(samples,)`` passes through.
-
-    A 2-D input is read as channels-first, the layout of ``torchaudio.load``; a ``(samples, channels)``
-    array with few columns (as ``soundfile.read`` returns) is transposed first.
-    """
-    if not isinstance(waveform, Tensor):
-        waveform = torch.as_tensor(np.asarray(waveform))
-    if waveform.dim() == 1:
-        return waveform
-    if waveform.dim() != 2:
-        raise ValueError(
-            f"expected (samples,) or (channels, samples) audio, got shape {tuple(waveform.shape)}"
-        )
-    # (samples, channels): soundfile's layout. Not (channels, 0): an empty file read channels-first.
-    if 0 < waveform.shape[1] < waveform.shape[0]:
-        waveform = waveform.T
-    return waveform.float().mean(dim=0)
-
-
-# Digital silence: no sample reaches 1e-6, about 8 steps of a 24-bit file (a 16-bit file's smallest step
-# is 3e-5). Its spectrogram is the constant log(eps); normalised, that is all zeros, and whatever the model
-# outputs for it is invented. Real recordings of a quiet room have noise well above this.
-SILENT_PEAK = 1e-6
-
-
-def is_silent(waveform: Tensor) -> bool:
-    """True when no sample of ``waveform`` reaches ``SILENT_PEAK`` in magnitude."""
-    return bool(waveform.abs().max() < SILENT_PEAK) if waveform.numel() else True
 
 
 def featurize(
@@ -317,22 +268,6 @@ def featurize_batch(
     return features
 
 
-def _silent_message(waveform: Tensor) -> str:
-    return (
-        f"the audio is silent (peak amplitude {float(waveform.abs().max()):.1g} < {SILENT_PEAK:g}): there "
-        "is nothing to transcribe. Check the recording level, the channel, and that the right file was loaded"
-    )
-
-
-def pad_spectrograms(specs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """List of ``(F, T_i)`` -> zero-padded batch ``(B, F, T_max)`` and lengths ``(B,)``."""
-    lengths = torch.tensor([spec.shape[-1] for spec in specs], dtype=torch.long)
-    batch = specs[0].new_zeros(len(specs), specs[0].shape[0], int(lengths.max()))
-    for index, spec in enumerate(specs):
-        batch[index, :, : spec.shape[-1]] = spec
-    return batch, lengths
-
-
 # ----------------------------------------------------------------------------------------------------------
 # 3. Convolutional front-end (§3.5, Table 4)
 # ----------------------------------------------------------------------------------------------------------
@@ -360,10 +295,114 @@ def lengths_to_mask(lengths: Tensor, max_length: int) -> Tensor:
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
+class ConvFrontEnd(nn.Module):
+    """1-3 convolution layers with the paper's kernels and strides (§3.5, Table 4 topic).
+
+    ``conv_type="2d"`` (default) convolves over (frequency, time) with Table 4's 2D kernels. ``"1d"``
+    convolves over time only, Table 4's 1D rows: each kernel spans every frequency bin, so the ``F`` bins
+    are the input channels of a ``Conv1d`` with the same time kernel (11 frames) and time strides.
+    ``time_stride`` is the first layer's stride in time (§3.6; Table 4's is 2); later layers stride 1.
+
+    ``forward(spec (B, F, T), lengths (B,)) -> (features (B, T', I), out_lengths (B,))`` with
+    ``I = K * F'`` (2D) or ``I = K`` (1D). Padded frames are zeroed before every layer, so a short
+    utterance's output is the same whatever it is batched with (the conv's own zero padding and the
+    batch's padding look alike).
+    """
+
+    def __init__(
+        self,
+        num_freq: int,
+        channels: Sequence[int],
+        batch_norm: bool = True,
+        conv_type: str = "2d",
+        time_stride: int = PAPER_CONV_STRIDES[0][1],
+    ):
+        super().__init__()
+        if not 1 <= len(channels) <= 3:
+            raise ValueError(f"the paper uses 1 to 3 convolutional layers (§3.5); got {len(channels)}")
+        if conv_type not in ("1d", "2d"):
+            raise ValueError(
+                f"conv_type must be '1d' (time only) or '2d' (frequency x time), got {conv_type!r}"
+            )
+        if not 1 <= time_stride <= PAPER_CONV_KERNELS[0][1]:
+            raise ValueError(
+                f"time_stride must be 1 to {PAPER_CONV_KERNELS[0][1]} (the kernel's width in time, so no "
+                f"frame is skipped), got {time_stride}"
+            )
+        self.conv_type = conv_type
+        self.layers = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        in_channels, freq = (1, num_freq) if conv_type == "2d" else (num_freq, 1)  # 1D: bins are channels
+        for index, out_channels in enumerate(channels):
+            kernel, stride = PAPER_CONV_KERNELS[index], PAPER_CONV_STRIDES[index]
+            stride = (stride[0], time_stride) if index == 0 else stride
+            padding = (kernel[0] // 2, kernel[1] // 2)
+            # With BatchNorm after it, a conv bias would be cancelled by the mean subtraction.
+            if conv_type == "2d":
+                conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=not batch_norm)
+                freq = conv_output_size(freq, kernel[0], stride[0], padding[0])
+            else:  # the time axis of the 2D layer only
+                conv = nn.Conv1d(
+                    in_channels, out_channels, kernel[1], stride[1], padding[1], bias=not batch_norm
+                )
+            self.layers.append(conv)
+            self.norms.append(MaskedBatchNorm(out_channels) if batch_norm else nn.Identity())
+            in_channels = out_channels
+        if freq < 1:
+            raise ValueError(f"{num_freq} frequency bins are too few for {len(channels)} conv layers")
+        self.output_features = in_channels * freq
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Frames out for frames in (exact; tested against real outputs for 1..500 frames)."""
+        for conv in self.layers:  # time is the last axis of Conv1d and Conv2d alike
+            lengths = conv_output_size(lengths, conv.kernel_size[-1], conv.stride[-1], conv.padding[-1])
+        return lengths
+
+    def forward(self, spec: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        mask = lengths_to_mask(lengths, spec.shape[-1])  # (B, T)
+        if self.conv_type == "1d":
+            return self._forward_1d(spec * mask[:, None, :], lengths)  # padding -> 0 before the first conv
+        # Channels-last memory ((B, F, T, K) in memory): oneDNN's direct convolution kernels run 2-4x
+        # faster on it than on (B, K, F, T) for these few-channel layers (benchmarks/bench_training.py).
+        x = (spec * mask[:, None, :]).unsqueeze(1)  # (B, 1, F, T), padding -> 0 before the first conv
+        x = x.contiguous(memory_format=torch.channels_last)
+        for conv, norm in zip(self.layers, self.norms, strict=True):
+            x = conv(x)  # (B, K, F', T'), channels-last
+            lengths = conv_output_size(lengths, conv.kernel_size[1], conv.stride[1], conv.padding[1])
+            mask = lengths_to_mask(lengths, x.shape[-1])  # (B, T')
+            if isinstance(norm, MaskedBatchNorm):  # statistics over the valid (B, F', T') positions
+                x = norm(x.permute(0, 2, 3, 1), mask[:, None, :]).permute(0, 3, 1, 2)  # (B, K, F', T')
+            x = clipped_relu(x) * mask[:, None, None, :]  # (B, K, F', T'), padding stays 0
+        batch, channels, freq, frames = x.shape
+        features = x.permute(0, 3, 1, 2).reshape(batch, frames, channels * freq)  # (B, T', K * F')
+        return features, lengths
+
+    def _forward_1d(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        for conv, norm in zip(self.layers, self.norms, strict=True):
+            x = conv(x)  # (B, K, T'): the first layer's input channels are the F bins
+            lengths = conv_output_size(lengths, conv.kernel_size[0], conv.stride[0], conv.padding[0])
+            mask = lengths_to_mask(lengths, x.shape[-1])  # (B, T')
+            if isinstance(norm, MaskedBatchNorm):  # statistics over the valid (B, T') positions
+                x = norm(x.transpose(1, 2), mask).transpose(1, 2)  # (B, K, T')
+            x = clipped_relu(x) * mask[:, None, :]  # (B, K, T'), padding stays 0
+        return x.transpose(1, 2), lengths  # (B, T', K)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. Sequence-wise BatchNorm (§3.2)
+# ----------------------------------------------------------------------------------------------------------
+# The paper normalises only the vertical (input-to-hidden) term of a recurrent layer:
+#     h_t^l = f( B(W^l h_t^{l-1}) + U^l h_{t-1}^l )
+# with the mean and variance taken over every (utterance, time step) of the minibatch - "sequence-wise" -
+# rather than separately per time step. Padded frames are not part of the sequence, so they must not be
+# part of the statistics. At inference the paper uses running (population) estimates, so an utterance's
+# output never depends on what it is batched with.
+
+
 class MaskedBatchNorm(nn.BatchNorm1d):
     """BatchNorm whose statistics come from valid frames only; padded frames come out as 0.
 
-    ``forward(x, mask)`` takes ``x`` with features last, e.g. ``(B, T, F)``, and a boolean mask of the
+    ``forward(x, mask)`` takes ``x`` with features last, e.g. ``(B, T, I)``, and a boolean mask of the
     valid positions that broadcasts against ``x.shape[:-1]``, e.g. ``(B, T)``, or ``(B, 1, T)`` for
     ``x`` of shape ``(B, F', T, C)``.
     In training, the mean and (biased) variance of each feature are taken over the valid frames only and
@@ -379,8 +418,10 @@ class MaskedBatchNorm(nn.BatchNorm1d):
             dims = tuple(range(x.dim() - 1))
             count = torch.broadcast_to(mask, x.shape[:-1]).sum()  # valid values per feature
             x = x.masked_fill(~valid, 0.0)
-            mean = x.sum(dim=dims) / count  # (C,)
-            var = (x - mean).masked_fill(~valid, 0.0).square().sum(dim=dims) / count  # biased, (C,)
+            mean = x.sum(dim=dims) / count  # one per feature
+            var = (x - mean).masked_fill(~valid, 0.0).square().sum(
+                dim=dims
+            ) / count  # biased, one per feature
             with torch.no_grad():  # running estimates, as nn.BatchNorm1d keeps them
                 self.running_mean.lerp_(mean.detach(), self.momentum)
                 self.running_var.lerp_(var.detach() * count / max(int(count) - 1, 1), self.momentum)
@@ -398,71 +439,8 @@ class MaskedBatchNorm(nn.BatchNorm1d):
         return (x * scale + shift).masked_fill(~mask[..., None], 0.0)
 
 
-class ConvFrontEnd(nn.Module):
-    """1-3 layers of 2D convolution over (frequency, time) with the paper's kernels and strides (§3.5).
-
-    ``forward(spec (B, F, T), lengths (B,)) -> (features (B, T', C * F'), out_lengths (B,))``.
-    Padded frames are zeroed before every layer, so a short utterance's output is the same whatever
-    it is batched with (the conv's own zero padding and the batch's padding look alike).
-    """
-
-    def __init__(self, num_freq: int, channels: Sequence[int], batch_norm: bool = True):
-        super().__init__()
-        if not 1 <= len(channels) <= 3:
-            raise ValueError(f"the paper uses 1 to 3 convolutional layers (§3.5); got {len(channels)}")
-        self.layers = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        in_channels, freq = 1, num_freq
-        for index, out_channels in enumerate(channels):
-            kernel, stride = PAPER_CONV_KERNELS[index], PAPER_CONV_STRIDES[index]
-            padding = (kernel[0] // 2, kernel[1] // 2)
-            # With BatchNorm after it, a conv bias would be cancelled by the mean subtraction.
-            conv = nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=not batch_norm)
-            self.layers.append(conv)
-            self.norms.append(MaskedBatchNorm(out_channels) if batch_norm else nn.Identity())
-            in_channels = out_channels
-            freq = conv_output_size(freq, kernel[0], stride[0], padding[0])
-        if freq < 1:
-            raise ValueError(f"{num_freq} frequency bins are too few for {len(channels)} conv layers")
-        self.output_features = in_channels * freq
-
-    def output_lengths(self, lengths: Tensor) -> Tensor:
-        """Frames out for frames in (exact; tested against real outputs for 1..500 frames)."""
-        for conv in self.layers:
-            lengths = conv_output_size(lengths, conv.kernel_size[1], conv.stride[1], conv.padding[1])
-        return lengths
-
-    def forward(self, spec: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        mask = lengths_to_mask(lengths, spec.shape[-1])  # (B, T)
-        # Channels-last memory ((B, F, T, C) in memory): oneDNN's direct convolution kernels run 2-4x
-        # faster on it than on (B, C, F, T) for these few-channel layers (benchmarks/bench_training.py).
-        x = (spec * mask[:, None, :]).unsqueeze(1)  # (B, 1, F, T), padding -> 0 before the first conv
-        x = x.contiguous(memory_format=torch.channels_last)
-        for conv, norm in zip(self.layers, self.norms, strict=True):
-            x = conv(x)  # (B, C, F', T'), channels-last
-            lengths = conv_output_size(lengths, conv.kernel_size[1], conv.stride[1], conv.padding[1])
-            mask = lengths_to_mask(lengths, x.shape[-1])  # (B, T')
-            if isinstance(norm, MaskedBatchNorm):  # statistics over the valid (B, F', T') positions
-                x = norm(x.permute(0, 2, 3, 1), mask[:, None, :]).permute(0, 3, 1, 2)  # (B, C, F', T')
-            x = clipped_relu(x) * mask[:, None, None, :]  # (B, C, F', T'), padding stays 0
-        batch, channels, freq, frames = x.shape
-        features = x.permute(0, 3, 1, 2).reshape(batch, frames, channels * freq)  # (B, T', C * F')
-        return features, lengths
-
-
-# ----------------------------------------------------------------------------------------------------------
-# 4. Sequence-wise BatchNorm (§3.2)
-# ----------------------------------------------------------------------------------------------------------
-# The paper normalises only the vertical (input-to-hidden) term of a recurrent layer:
-#     h_t^l = f( B(W^l h_t^{l-1}) + U^l h_{t-1}^l )
-# with the mean and variance taken over every (utterance, time step) of the minibatch - "sequence-wise" -
-# rather than separately per time step. Padded frames are not part of the sequence, so they must not be
-# part of the statistics. At inference the paper uses running (population) estimates, so an utterance's
-# output never depends on what it is batched with.
-
-
 class SequenceWiseBatchNorm(MaskedBatchNorm):
-    """Sequence-wise BatchNorm (§3.2): ``forward(x (B, T, F), lengths (B,)) -> (B, T, F)``.
+    """Sequence-wise BatchNorm (§3.2): ``forward(x (B, T, I), lengths (B,)) -> (B, T, I)``.
 
     Mean and variance are computed over all valid (batch x time) frames; padded frames are ignored and
     come out as 0. Running estimates are kept for eval mode, exactly as ``nn.BatchNorm1d`` keeps them.
@@ -470,7 +448,7 @@ class SequenceWiseBatchNorm(MaskedBatchNorm):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:  # type: ignore[override]
         if x.dim() != 3:
-            raise ValueError(f"expected (B, T, F) input, got shape {tuple(x.shape)}")
+            raise ValueError(f"expected (B, T, I) input, got shape {tuple(x.shape)}")
         return super().forward(x, lengths_to_mask(lengths, x.shape[1]))
 
 
@@ -525,7 +503,7 @@ class GRULayer(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         gru = self.gru
-        w_ih = [getattr(gru, "weight_ih" + s) for s in self._suffixes()]  # (3H, F) per direction
+        w_ih = [getattr(gru, "weight_ih" + s) for s in self._suffixes()]  # (3H, I) per direction
         b_ih = [getattr(gru, "bias_ih" + s) for s in self._suffixes()]  # (3H,) per direction
         mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
         if self.norm is not None:
@@ -541,7 +519,7 @@ class GRULayer(nn.Module):
         return output * mask[..., None]  # (B, T, H), padding -> 0
 
     def _run(self, x: Tensor, direction: int, w_ih: Tensor, b_ih: Tensor) -> Tensor:
-        """One direction over the padded batch with the fused kernel: ``(B, T, F) -> (B, T, H)``."""
+        """One direction over the padded batch with the fused kernel: ``(B, T, I) -> (B, T, H)``."""
         suffix = self._suffixes()[direction]
         params = [w_ih, getattr(self.gru, "weight_hh" + suffix), b_ih, getattr(self.gru, "bias_hh" + suffix)]
         h0 = x.new_zeros(1, x.shape[0], self.hidden_size)  # (1, B, H)
@@ -635,20 +613,22 @@ class LookaheadConvolution(nn.Module):
 class DS2Config:
     """Architecture of a Deep Speech 2 model. Defaults are the lesson's CPU-sized model.
 
-    The paper's English models use 1-3 conv layers and up to 7 recurrent layers with far larger hidden
-    sizes (Tables 1-4 topics); we keep its layer types, kernels and strides and shrink the widths, which
-    buys more updates per CPU-minute.
+    The paper's English models use 1-3 conv layers (32, 32, 96 channels) and up to 7 recurrent layers
+    (Tables 1-4 topics); our fact sheet does not give their recurrent widths. We keep the layer types,
+    kernels and strides and use fewer, narrower layers, which buys more updates per CPU-minute.
     """
 
     sample_rate: int = SAMPLE_RATE
-    window_ms: float = 20.0  # §3.1: 20 ms windows ...
+    window_ms: float = 20.0  # 20 ms windows ... (§3.1, recalled)
     stride_ms: float = 10.0  # ... with a 10 ms stride
     spectrogram_floor_db: float | None = 50.0  # see normalize_spectrogram: clean vs noisy mismatch
     conv_channels: tuple[int, ...] = (8, 8)  # one entry per conv layer (1-3); the paper: (32, 32, 96)
-    rnn_type: str = "gru"  # "gru" (§3.4, the paper's final choice) or "rnn" (simple RNN, clipped ReLU)
+    conv_type: str = "2d"  # "2d": frequency x time; "1d": time only, bins as channels (Table 4 topic)
+    conv_time_stride: int = 2  # the first conv layer's stride in time (§3.6): T' is about T / this
+    rnn_type: str = "gru"  # "gru" (§3.4, the stronger of the two in Table 3) or "rnn" (clipped ReLU)
     rnn_layers: int = 2  # the paper: up to 7
     rnn_hidden: int = 128
-    bidirectional: bool = True  # the paper's best English models are bidirectional
+    bidirectional: bool = True  # False: forward only, for streaming (§3.7)
     lookahead_context: int = 0  # frames of future context for unidirectional models (§3.7); 0 = none
     batch_norm: bool = True  # sequence-wise BN in the recurrent layers and BN in the conv layers (§3.2)
     num_classes: int = NUM_CLASSES
@@ -660,6 +640,13 @@ class DS2Config:
             problems.append(f"conv_channels must list 1 to 3 layers (§3.5), got {self.conv_channels}")
         if any(int(c) < 1 for c in self.conv_channels):
             problems.append(f"every conv layer needs at least 1 channel, got {self.conv_channels}")
+        if self.conv_type not in ("1d", "2d"):
+            problems.append(f"conv_type must be '1d' or '2d', got {self.conv_type!r}")
+        if not 1 <= self.conv_time_stride <= PAPER_CONV_KERNELS[0][1]:
+            problems.append(
+                f"conv_time_stride must be 1 to {PAPER_CONV_KERNELS[0][1]} (the kernel's width in time), "
+                f"got {self.conv_time_stride}"
+            )
         if self.rnn_type not in ("gru", "rnn"):
             problems.append(f"rnn_type must be 'gru' or 'rnn', got {self.rnn_type!r}")
         if self.rnn_layers < 1:
@@ -699,7 +686,13 @@ class DeepSpeech2(nn.Module):
     def __init__(self, config: DS2Config | None = None):
         super().__init__()
         self.config = config = config or DS2Config()
-        self.conv = ConvFrontEnd(config.num_freq, config.conv_channels, config.batch_norm)
+        self.conv = ConvFrontEnd(
+            config.num_freq,
+            config.conv_channels,
+            config.batch_norm,
+            config.conv_type,
+            config.conv_time_stride,
+        )
         layer_type = GRULayer if config.rnn_type == "gru" else SimpleRNNLayer
         sizes = [self.conv.output_features] + [config.rnn_hidden] * config.rnn_layers
         self.rnns = nn.ModuleList(
@@ -723,7 +716,7 @@ class DeepSpeech2(nn.Module):
                 f"expected spectrograms of shape (B, {self.config.num_freq}, T), got {tuple(spectrograms.shape)}"
             )
         lengths = lengths.to(spectrograms.device)
-        x, lengths = self.conv(spectrograms, lengths)  # (B, T', C * F')
+        x, lengths = self.conv(spectrograms, lengths)  # (B, T', I = K * F')
         for rnn in self.rnns:
             x = rnn(x, lengths)  # (B, T', H)
         if self.lookahead is not None:
@@ -832,7 +825,7 @@ def _ctc_alpha(log_probs_ext: Tensor, can_skip: Tensor) -> Tensor:
 
 
 class _CTCFromScratch(torch.autograd.Function):
-    """CTC negative log-likelihood per utterance with the alpha-beta gradient (Graves et al. 2006, eq. 16).
+    """CTC negative log-likelihood per utterance with the alpha-beta gradient (Graves et al. 2006, §4).
 
     The beta (backward) recursion is the alpha recursion run on each utterance reversed in time, with its
     extended label reversed. Both run in one loop, stacked along the batch (the loop's cost is per step,
@@ -943,7 +936,8 @@ class BeamHypothesis(NamedTuple):
     score: float  # Q(y) = ctc_log_prob + alpha * lm_log_prob + beta * word_count (§3.8)
 
 
-def _logadd(a: float, b: float) -> float:
+def log_add(a: float, b: float) -> float:
+    """``log(exp(a) + exp(b))`` for Python floats, exact for ``-inf`` (probability 0)."""
     if a == -math.inf:
         return b
     if b == -math.inf:
@@ -1013,7 +1007,7 @@ def prefix_beam_search_nbest(
         return total + (lm.log_prob(EOS, (BOS, *words)) if eos else 0.0)
 
     def score(prefix, p_b, p_nb, final=False):
-        ctc = _logadd(p_b, p_nb)
+        ctc = log_add(p_b, p_nb)
         if not use_lm:
             return ctc
         lm_log_prob, words = lm_part(prefix, final)
@@ -1026,28 +1020,28 @@ def prefix_beam_search_nbest(
         candidates = [k for k in most_probable if frame[k] >= prune_log_prob] or most_probable[:1]
         next_beams: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (p_b, p_nb) in beams.items():
-            p_total = _logadd(p_b, p_nb)
+            p_total = log_add(p_b, p_nb)
             last = prefix[-1] if prefix else None
             for k in candidates:
                 p_k = frame[k]
                 if k == BLANK:  # y stays y, now ending in a blank
                     entry = next_beams[prefix]
-                    entry[0] = _logadd(entry[0], p_total + p_k)
+                    entry[0] = log_add(entry[0], p_total + p_k)
                     continue
                 if k == space and last is None:
                     # A leading space adds nothing to the text: count it like a blank.
                     entry = next_beams[prefix]
-                    entry[0] = _logadd(entry[0], p_total + p_k)
+                    entry[0] = log_add(entry[0], p_total + p_k)
                     continue
                 if k == last:
                     same = next_beams[prefix]
-                    same[1] = _logadd(same[1], p_nb + p_k)  # "l" + "l" -> "l" (repeat collapses)
+                    same[1] = log_add(same[1], p_nb + p_k)  # "l" + "l" -> "l" (repeat collapses)
                     # "l" + blank + "l" -> "ll"; but " " + blank + " " is a double space: the same text.
                     entry = next_beams[prefix if k == space else (*prefix, k)]
-                    entry[1] = _logadd(entry[1], p_b + p_k)
+                    entry[1] = log_add(entry[1], p_b + p_k)
                 else:
                     entry = next_beams[(*prefix, k)]
-                    entry[1] = _logadd(entry[1], p_total + p_k)
+                    entry[1] = log_add(entry[1], p_total + p_k)
         alive = [(prefix, probs) for prefix, probs in next_beams.items() if max(probs) > -math.inf]
         ranked = sorted(alive, key=lambda item: score(item[0], *item[1]), reverse=True)
         beams = {prefix: (p_b, p_nb) for prefix, (p_b, p_nb) in ranked[:beam_width]}
@@ -1057,7 +1051,7 @@ def prefix_beam_search_nbest(
     for prefix, (p_b, p_nb) in beams.items():
         text = decode_labels(prefix).strip()
         previous = merged.get(text, (-math.inf, prefix))[0]
-        merged[text] = (_logadd(previous, _logadd(p_b, p_nb)), prefix)
+        merged[text] = (log_add(previous, log_add(p_b, p_nb)), prefix)
     results = []
     for text, (ctc, prefix) in merged.items():
         lm_log_prob, words = lm_part(prefix, True) if use_lm else (0.0, len(text.split()))
@@ -1087,7 +1081,7 @@ def prefix_beam_search(
 # ----------------------------------------------------------------------------------------------------------
 # 9. Language model (§3.8): a word n-gram with interpolated Kneser-Ney smoothing
 # ----------------------------------------------------------------------------------------------------------
-# The paper decodes with an n-gram LM (KenLM-trained, 5-gram for English). We train a small one on the
+# The paper decodes with an n-gram LM (§3.8; a KenLM-trained 5-gram for English, as recalled). We train a small one on the
 # synthetic corpus. Interpolated Kneser-Ney (Chen & Goodman 1998) is stored the way ARPA files store any
 # back-off model: for every seen n-gram its (interpolated) probability, and for every seen context a
 # back-off weight; an unseen n-gram falls back to the shorter context times that weight. So the same
@@ -1244,7 +1238,7 @@ class NGramLM:
                     line += f"\t{self.backoffs[ngram]:.7f}"
                 lines.append(line)
         lines += ["", "\\end\\", ""]
-        _atomic_write_text(path, "\n".join(lines))
+        atomic_write_text(path, "\n".join(lines))
 
     @classmethod
     def from_arpa(cls, path: str | os.PathLike) -> NGramLM:
@@ -1278,22 +1272,6 @@ class NGramLM:
         if not probs:
             raise ValueError(f"{path} holds no n-grams; is it an ARPA file?")
         return cls(order, probs, backoffs)
-
-
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file so that readers see the old file or the new one, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1374,12 +1352,10 @@ def character_error_rate(refs: str | Sequence[str], hyps: str | Sequence[str]) -
 # * **Sentences.** Words come from a fixed vocabulary and a small grammar, so a word n-gram language model
 #   genuinely helps the decoder (paper section 3.8).
 #
-# Everything draws from a `numpy.random.Generator` and uses numpy's FFT, so a seed gives bit-identical audio
+# Everything draws from a ``numpy.random.Generator`` and uses numpy's FFT, so a seed gives bit-identical audio
 # on every run. Generation runs about 200-300 times faster than real time on one CPU core.
 
 # --- 11.1 Text: vocabulary and grammar (a language model can only help if word order is predictable) ---
-
-SPEAKABLE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz '")
 
 _DETERMINERS = ("the", "a", "this", "that", "my", "your", "our", "his", "her", "one", "every", "no")
 _ADJECTIVES = (
@@ -1558,7 +1534,7 @@ def random_sentence(rng: np.random.Generator) -> str:
         rng: the random generator; the same state gives the same sentence.
 
     Returns:
-        Lower-case words from `VOCABULARY` separated by single spaces, e.g. "the little dog sleeps".
+        Lower-case words from ``VOCABULARY`` separated by single spaces, e.g. "the little dog sleeps".
     """
     if rng.random() < 0.05:
         return " ".join(_pick(rng, _PHRASES))  # "thank you": short fixed phrases, like real speech has
@@ -1591,7 +1567,7 @@ class Speaker:
 
 
 def random_speaker(rng: np.random.Generator) -> Speaker:
-    """Draws a speaker with pitch, vocal tract length, speaking rate and loudness in the ranges of `Speaker`.
+    """Draws a speaker with pitch, vocal tract length, speaking rate and loudness in the ranges of ``Speaker``.
 
     Pitch is drawn on a log scale (voices are spread evenly in musical terms, not in Hz), and a high
     pitch tends to come with a short vocal tract, as it does in people.
@@ -1633,8 +1609,8 @@ _VOWEL_LEVELS = (1.0, 0.7, 0.45)  # F2 and F3 weaker than F1, as the glottal sou
 class _Letter:
     """A letter as a phone: its parts in time order and the formant targets it pulls the tract towards.
 
-    `formants_start` and `formants_end` are (F1, F2, F3) in Hz for the average tract; they differ for
-    sounds with moving formants ("w", "y"). `None` means the letter does not move the tract: the formants
+    ``formants_start`` and ``formants_end`` are (F1, F2, F3) in Hz for the average tract; they differ for
+    sounds with moving formants ("w", "y"). ``None`` means the letter does not move the tract: the formants
     glide straight through it from one neighbour to the other.
     """
 
@@ -1663,7 +1639,7 @@ def _stop(
 ) -> _Letter:
     """A stop: closure (silent, or a voice bar if voiced), a burst, and aspiration if voiceless.
 
-    `locus` is where the formants point during the closure; the transitions into the next vowel are a
+    ``locus`` is where the formants point during the closure; the transitions into the next vowel are a
     stop's main cue to its place in real speech.
     """
     if voiced:
@@ -1764,8 +1740,12 @@ _FILTER_FRAME_MS = 16.0  # frames of the time-varying vocal tract filter
 
 
 def check_speakable(text: str) -> None:
-    """Raises ValueError unless `text` has a letter and only a-z, space and apostrophe."""
-    unknown = sorted(set(text) - SPEAKABLE_CHARACTERS)
+    """Raises ValueError unless ``text`` has a letter and only a-z, space and apostrophe.
+
+    The synthesiser speaks exactly what it is given, so unlike ``encode_text`` it does not fold upper
+    case: the same alphabet check (``outside_alphabet``) runs on the text as it is.
+    """
+    unknown = outside_alphabet(text)
     if unknown:
         raise ValueError(
             f"cannot speak the characters {unknown} in {text!r}: the alphabet is a-z, space and "
@@ -1776,15 +1756,15 @@ def check_speakable(text: str) -> None:
 
 
 def _check_sample_rate(sample_rate: int) -> None:
-    if sample_rate < 16000:
+    if sample_rate < SAMPLE_RATE:
         raise ValueError(
-            f"sample_rate={sample_rate} is too low: the fricatives reach 7.4 kHz, so use 16000 (the lesson's "
+            f"sample_rate={sample_rate} is too low: the fricatives reach 7.4 kHz, so use {SAMPLE_RATE} (the lesson's "
             "rate) or higher"
         )
 
 
 def _smooth(signal: np.ndarray, width: int) -> np.ndarray:
-    """Moving average over `width` samples (a box filter via cumulative sums, so O(samples))."""
+    """Moving average over ``width`` samples (a box filter via cumulative sums, so O(samples))."""
     if width <= 1:
         return signal
     left = width // 2
@@ -1794,7 +1774,7 @@ def _smooth(signal: np.ndarray, width: int) -> np.ndarray:
 
 
 def _band_shape(frequencies: np.ndarray, band_hz: tuple[float, float], order: int = 4) -> np.ndarray:
-    """Magnitude of a Butterworth-like band-pass: flat inside `band_hz`, falling 24 dB/octave outside it."""
+    """Magnitude of a Butterworth-like band-pass: flat inside ``band_hz``, falling 24 dB/octave outside it."""
     low, high = band_hz
     with np.errstate(divide="ignore"):
         high_pass = 1.0 / np.sqrt(1.0 + (low / np.maximum(frequencies, 1e-3)) ** (2 * order))
@@ -1802,7 +1782,7 @@ def _band_shape(frequencies: np.ndarray, band_hz: tuple[float, float], order: in
 
 
 def _frication(part: _Part, num_samples: int, band_scale: float, rng: np.random.Generator, sample_rate: int):
-    """Band-limited noise for one part, with unit RMS times its envelope, shape `(num_samples,)`."""
+    """Band-limited noise for one part, with unit RMS times its envelope, shape ``(num_samples,)``."""
     spectrum = np.fft.rfft(rng.standard_normal(num_samples))
     band = (part.band_hz[0] * band_scale, min(part.band_hz[1] * band_scale, 0.49 * sample_rate))
     noise = np.fft.irfft(
@@ -1822,7 +1802,7 @@ def _frication(part: _Part, num_samples: int, band_scale: float, rng: np.random.
 
 
 def _glottal_pulses(f0_hz: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
-    """A glottal pulse train with jitter and shimmer, unit power, shape `(samples,)`.
+    """A glottal pulse train with jitter and shimmer, unit power, shape ``(samples,)``.
 
     One pulse per pitch period, at the moments where the accumulated phase passes a whole cycle; each
     pulse is split between two samples for sub-sample timing. Pulses of height sqrt(period) give the
@@ -1849,7 +1829,7 @@ def _glottal_pulses(f0_hz: np.ndarray, rng: np.random.Generator, sample_rate: in
 def _pitch_track(
     num_samples: int, speaker: Speaker, rng: np.random.Generator, sample_rate: int
 ) -> np.ndarray:
-    """Fundamental frequency in Hz for every sample, shape `(samples,)`.
+    """Fundamental frequency in Hz for every sample, shape ``(samples,)``.
 
     Pitch falls over a sentence (declination) and rises and falls slowly around the speaker's average.
     """
@@ -1869,7 +1849,7 @@ def _vocal_tract_envelopes(
     sample_rate: int,
     n_fft: int,
 ) -> np.ndarray:
-    """Magnitude response of the vocal tract at each frame, shape `(frames, n_fft // 2 + 1)`.
+    """Magnitude response of the vocal tract at each frame, shape ``(frames, n_fft // 2 + 1)``.
 
     The formants' frequencies and peak levels are interpolated between the letters' targets
     (coarticulation). Each formant is a resonance peak (Lorentzian magnitude); a gentle tilt stands for
@@ -1896,22 +1876,22 @@ def _vocal_tract_envelopes(
 
 
 def _filter_by_frames(sources: np.ndarray, envelopes: np.ndarray, hop: int, window: int) -> np.ndarray:
-    """Filters signals with a filter that changes every `hop` samples (overlap-add in the frequency domain).
+    """Filters signals with a filter that changes every ``hop`` samples (overlap-add in the frequency domain).
 
     Each frame is Hann-windowed, zero-padded to twice its length (room for the filter's ringing, so it
-    does not wrap around), multiplied by its frame's zero-phase `envelope`, and added back in place. With
+    does not wrap around), multiplied by its frame's zero-phase ``envelope``, and added back in place. With
     a constant envelope of 1 the output equals the input.
 
     Args:
-        sources: `(channels, samples)`.
-        envelopes: `(frames, window + 1)` magnitudes for an FFT of `2 * window`; frame `t` is centred on
-            sample `t * hop - window // 2` (see `_filter_frame_centres`).
-        hop: samples between frames, `window // 2` or `window // 4`, so the Hann windows sum to a
+        sources: ``(channels, samples)``.
+        envelopes: ``(frames, window + 1)`` magnitudes for an FFT of ``2 * window``; frame ``t`` is centred on
+            sample ``t * hop - window // 2`` (see ``_filter_frame_centres``).
+        hop: samples between frames, ``window // 2`` or ``window // 4``, so the Hann windows sum to a
             constant.
         window: frame length in samples.
 
     Returns:
-        `(channels, samples)` filtered signals.
+        ``(channels, samples)`` filtered signals.
     """
     channels, num_samples = sources.shape
     num_frames = envelopes.shape[0]
@@ -1933,7 +1913,7 @@ def _filter_by_frames(sources: np.ndarray, envelopes: np.ndarray, hop: int, wind
 
 
 def _filter_frame_centres(num_samples: int, hop: int, window: int) -> np.ndarray:
-    """Sample at the centre of each frame of `_filter_by_frames`, shape `(frames,)`."""
+    """Sample at the centre of each frame of ``_filter_by_frames``, shape ``(frames,)``."""
     num_frames = math.ceil((num_samples + window) / hop) + 1
     return np.arange(num_frames) * hop - window // 2
 
@@ -1947,23 +1927,23 @@ def _active_rms(waveform: np.ndarray, sample_rate: int) -> float:
 
 
 def synthesize_speech_with_alignment(
-    text: str, speaker: Speaker, rng: np.random.Generator, sample_rate: int = 16000
+    text: str, speaker: Speaker, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Speaks `text` in `speaker`'s voice and says where each character is.
+    """Speaks ``text`` in ``speaker``'s voice and says where each character is.
 
     Args:
         text: lower-case a-z, space and apostrophe.
         speaker: the voice.
         rng: the random generator; the same state gives bit-identical audio.
-        sample_rate: in Hz, at least 16000.
+        sample_rate: in Hz, at least ``SAMPLE_RATE`` (16 kHz).
 
     Returns:
-        The waveform, float32 `(samples,)` mono within [-1, 1], and for each character of `text` its
-        `(start, end)` in samples. Spans do not overlap; the dip between repeated letters and the
+        The waveform, float32 ``(samples,)`` mono within [-1, 1], and for each character of ``text`` its
+        ``(start, end)`` in samples. Spans do not overlap; the dip between repeated letters and the
         silence at either end belong to no character.
 
     Raises:
-        ValueError: if `text` has a character outside the alphabet, or no letter.
+        ValueError: if ``text`` has a character outside the alphabet, or no letter.
     """
     check_speakable(text)
     _check_sample_rate(sample_rate)
@@ -2049,21 +2029,21 @@ def synthesize_speech_with_alignment(
 
 
 def synthesize_speech(
-    text: str, speaker: Speaker, rng: np.random.Generator, sample_rate: int = 16000
+    text: str, speaker: Speaker, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
 ) -> torch.Tensor:
-    """Speaks `text` in `speaker`'s voice.
+    """Speaks ``text`` in ``speaker``'s voice.
 
     Args:
         text: lower-case a-z, space and apostrophe, e.g. "the little dog sleeps".
-        speaker: the voice (see `random_speaker`).
+        speaker: the voice (see ``random_speaker``).
         rng: the random generator; the same state gives bit-identical audio.
-        sample_rate: in Hz, at least 16000.
+        sample_rate: in Hz, at least ``SAMPLE_RATE`` (16 kHz).
 
     Returns:
-        float32 `(samples,)` mono, within [-1, 1]; about 100 ms per letter at an average rate.
+        float32 ``(samples,)`` mono, within [-1, 1]; about 100 ms per letter at an average rate.
 
     Raises:
-        ValueError: if `text` has a character outside the alphabet (the message names it), or no letter.
+        ValueError: if ``text`` has a character outside the alphabet (the message names it), or no letter.
     """
     return synthesize_speech_with_alignment(text, speaker, rng, sample_rate)[0]
 
@@ -2074,7 +2054,7 @@ NOISE_KINDS = ("white", "pink", "babble")
 
 
 def _babble(num_samples: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
-    """3 to 6 other synthetic speakers talking at once, each at the same level, shape `(samples,)`."""
+    """3 to 6 other synthetic speakers talking at once, each at the same level, shape ``(samples,)``."""
     mixture = np.zeros(num_samples)
     for _ in range(int(rng.integers(3, 7))):
         speaker = random_speaker(rng)
@@ -2088,8 +2068,10 @@ def _babble(num_samples: int, rng: np.random.Generator, sample_rate: int) -> np.
     return mixture
 
 
-def make_noise(num_samples: int, kind: str, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
-    """Noise of one kind, float64 `(samples,)`, at an arbitrary level (`add_noise` sets the level).
+def make_noise(
+    num_samples: int, kind: str, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """Noise of one kind, float64 ``(samples,)``, at an arbitrary level (``add_noise`` sets the level).
 
     "white" is flat; "pink" falls 3 dB per octave (power proportional to 1/f, like much real-world
     noise); "babble" is other people talking, the hardest kind because it looks like the signal.
@@ -2108,23 +2090,23 @@ def make_noise(num_samples: int, kind: str, rng: np.random.Generator, sample_rat
 
 
 def add_noise(
-    waveform: torch.Tensor, snr_db: float, kind: str, rng: np.random.Generator, sample_rate: int = 16000
+    waveform: torch.Tensor, snr_db: float, kind: str, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
 ) -> torch.Tensor:
     """Adds noise at a signal-to-noise ratio.
 
     SNR = 10 log10(signal power / noise power), both powers averaged over the whole utterance; the noise
-    is scaled so the achieved SNR equals `snr_db` (to float32 precision). The sum is not clipped, so at
+    is scaled so the achieved SNR equals ``snr_db`` (to float32 precision). The sum is not clipped, so at
     low SNR a loud utterance can exceed [-1, 1] slightly.
 
     Args:
-        waveform: float `(samples,)` clean speech.
+        waveform: float ``(samples,)`` clean speech.
         snr_db: the signal-to-noise ratio in dB, e.g. 10.
-        kind: "white", "pink" or "babble" (see `make_noise`).
+        kind: "white", "pink" or "babble" (see ``make_noise``).
         rng: the random generator.
         sample_rate: in Hz.
 
     Returns:
-        float32 `(samples,)`, the noisy waveform.
+        float32 ``(samples,)``, the noisy waveform.
     """
     if waveform.dim() != 1 or waveform.numel() == 0:
         raise ValueError(
@@ -2150,12 +2132,12 @@ class SyntheticSplit:
     """One data set split: utterances with their transcripts and speakers.
 
     Attributes:
-        waveforms: float32 `(samples,)` each.
+        waveforms: float32 ``(samples,)`` each.
         texts: the transcripts.
         speakers: who said each utterance.
         name: e.g. "train", "dev-clean", "dev-noisy".
         noise: per utterance, "clean" or the noise kind added.
-        snr_db: per utterance, the SNR of the added noise in dB (`math.inf` when clean).
+        snr_db: per utterance, the SNR of the added noise in dB (``math.inf`` when clean).
         sample_rate: in Hz.
     """
 
@@ -2165,13 +2147,13 @@ class SyntheticSplit:
     name: str
     noise: list[str] = field(default_factory=list)
     snr_db: list[float] = field(default_factory=list)
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def durations_s(self) -> np.ndarray:
-        """Length of each utterance in seconds, shape `(utterances,)`."""
+        """Length of each utterance in seconds, shape ``(utterances,)``."""
         return np.array([len(waveform) for waveform in self.waveforms]) / self.sample_rate
 
 
@@ -2183,11 +2165,23 @@ def _seed_words(seed: Seed) -> list[int]:
 
 
 def make_speaker_pool(num_speakers: int, seed: Seed) -> list[Speaker]:
-    """Draws `num_speakers` speakers; different seeds give different (disjoint) pools."""
+    """Draws ``num_speakers`` speakers; different seeds give different (disjoint) pools."""
     if num_speakers < 1:
         raise ValueError(f"num_speakers must be at least 1, got {num_speakers}")
     rng = np.random.default_rng([*_seed_words(seed), 0x5EA])  # 0x5EA: a stream of its own for speakers
     return [random_speaker(rng) for _ in range(num_speakers)]
+
+
+@dataclass(frozen=True)
+class SplitRecipe:
+    """Everything that determines a split's audio: utterance ``i`` is a function of this and ``i`` alone."""
+
+    seed_words: list[int]  # the split's seed; utterance i draws from default_rng([*seed_words, i])
+    speakers: tuple[Speaker, ...]  # the pool each utterance's speaker is drawn from
+    noise_kinds: tuple[str, ...]  # kinds of noise to draw from; empty: clean audio
+    snr_db: tuple[float, float]  # (low, high) range of a noisy utterance's SNR, dB
+    noisy_fraction: float  # probability that an utterance gets noise
+    sample_rate: int  # Hz
 
 
 def make_split(
@@ -2198,27 +2192,27 @@ def make_split(
     noise_kinds: Sequence[str] = (),
     snr_db: float | tuple[float, float] = 10.0,
     noisy_fraction: float = 1.0,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     workers: int = 1,
 ) -> SyntheticSplit:
-    """Synthesises a split: random sentences said by speakers drawn from `speakers`.
+    """Synthesises a split: random sentences said by speakers drawn from ``speakers``.
 
-    Utterance `i` draws from its own generator, seeded by `(seed, i)`, so it is the same whatever the
+    Utterance ``i`` draws from its own generator, seeded by ``(seed, i)``, so it is the same whatever the
     split's size.
 
     Args:
         name: the split's name.
         num_utterances: how many utterances.
-        speakers: the pool to draw each utterance's speaker from (see `make_speaker_pool`).
+        speakers: the pool to draw each utterance's speaker from (see ``make_speaker_pool``).
         seed: an int or a tuple of ints.
-        noise_kinds: kinds to draw from for noisy utterances (see `NOISE_KINDS`); empty for clean audio.
-        snr_db: a fixed SNR in dB, or a `(low, high)` range to draw each noisy utterance's SNR from.
-        noisy_fraction: the probability that an utterance gets noise (when `noise_kinds` is not empty).
+        noise_kinds: kinds to draw from for noisy utterances (see ``NOISE_KINDS``); empty for clean audio.
+        snr_db: a fixed SNR in dB, or a ``(low, high)`` range to draw each noisy utterance's SNR from.
+        noisy_fraction: the probability that an utterance gets noise (when ``noise_kinds`` is not empty).
         sample_rate: in Hz.
         workers: processes to synthesise in (the result is the same for any number).
 
     Returns:
-        The split; `split.noise` and `split.snr_db` record what was added to each utterance.
+        The split; ``split.noise`` and ``split.snr_db`` record what was added to each utterance.
     """
     if num_utterances < 0:
         raise ValueError(f"num_utterances must be >= 0, got {num_utterances}")
@@ -2230,7 +2224,9 @@ def make_split(
     if not 0.0 <= noisy_fraction <= 1.0:
         raise ValueError(f"noisy_fraction must be between 0 and 1, got {noisy_fraction}")
     low, high = (snr_db, snr_db) if isinstance(snr_db, (int, float)) else snr_db
-    recipe = (_seed_words(seed), tuple(speakers), tuple(noise_kinds), low, high, noisy_fraction, sample_rate)
+    recipe = SplitRecipe(
+        _seed_words(seed), tuple(speakers), tuple(noise_kinds), (low, high), noisy_fraction, sample_rate
+    )
     indices = range(num_utterances)
     if workers > 1 and num_utterances >= 2 * workers:
         # Utterance i depends only on (seed, i), so splitting the work between processes changes nothing.
@@ -2261,16 +2257,19 @@ def make_split(
     return split
 
 
-def _synthesize_utterances(recipe, indices) -> list[tuple[np.ndarray, str, Speaker, str, float]]:
-    """Utterances ``indices`` of a split (see make_split), as numpy arrays.
+def _synthesize_utterances(
+    recipe: SplitRecipe, indices: Iterable[int]
+) -> list[tuple[np.ndarray, str, Speaker, str, float]]:
+    """Utterances ``indices`` of a split (see make_split): ``(samples, text, speaker, noise, snr_db)``.
 
     Runs in forked worker processes, so it must not call torch kernels: torch's OpenMP thread pool does
     not survive a fork (the child would hang). Synthesis and noise are numpy throughout.
     """
-    seed_words, speakers, noise_kinds, low, high, noisy_fraction, sample_rate = recipe
+    speakers, noise_kinds, sample_rate = recipe.speakers, recipe.noise_kinds, recipe.sample_rate
+    (low, high), noisy_fraction = recipe.snr_db, recipe.noisy_fraction
     utterances = []
     for index in indices:
-        rng = np.random.default_rng([*seed_words, index])
+        rng = np.random.default_rng([*recipe.seed_words, index])
         speaker = speakers[int(rng.integers(len(speakers)))]
         text = random_sentence(rng)
         waveform = synthesize_speech(text, speaker, rng, sample_rate)
@@ -2290,13 +2289,13 @@ def make_splits(
     train_snr_db: tuple[float, float] = (5.0, 30.0),
     num_train_speakers: int = 200,
     num_dev_speakers: int = 40,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     workers: int = 1,
 ) -> dict[str, SyntheticSplit]:
     """Makes the lesson's three splits, each with its own speakers.
 
-    "train" is clean unless `train_noise_fraction` > 0 (noise augmentation: that fraction of utterances
-    gets white, pink or babble noise at an SNR drawn from `train_snr_db`). "dev-clean" is clean;
+    "train" is clean unless ``train_noise_fraction`` > 0 (noise augmentation: that fraction of utterances
+    gets white, pink or babble noise at an SNR drawn from ``train_snr_db``). "dev-clean" is clean;
     "dev-noisy" has noise of a kind drawn per utterance at 10 dB SNR, like the paper's regular and
     noisy development sets (Table 4 topic, section 3.5). No speaker appears in two splits, so the dev
     sets measure how well the model handles voices it has never heard.
@@ -2346,19 +2345,204 @@ def shared_sentences(train_split: SyntheticSplit, dev_split: SyntheticSplit) -> 
     return set(train_split.texts) & set(dev_split.texts)
 
 
-# --- 11.7 Files ---
+# --- 11.7 Cache of synthesised splits ---
+# Every training run, figure and ablation sweep asks for the same few splits, and synthesis is not free
+# (about half a minute for the CLI's default 2,000 + 2 x 200 utterances on one core; babble noise costs
+# the most). So each split is kept on disk, one file per split, named by a hash of its *recipe* (the
+# arguments of make_splits that determine it: a dev split does not depend on the training set's size) and
+# checked against a hash of the *synthesis code* (sections 11.1-11.6 of this file, and numpy's version):
+# edit the synthesiser and every entry is stale. The waveforms are stored as float32 exactly as they were
+# synthesised, so a run from the cache is bit-identical to one without it. Files are written atomically;
+# a truncated, corrupt or stale entry is reported with one warning and synthesised again.
+
+SPLIT_CACHE_FORMAT = "deep-speech-2-lesson/split-cache/1"
+SPLIT_CACHE_ENV = "DS2_CACHE_DIR"  # moves the cache folder (so does cached_splits(cache_dir=...))
 
 
-def write_wav(path: str | Path, waveform: torch.Tensor, sample_rate: int = 16000) -> None:
-    """Writes a mono waveform `(samples,)` as a 16-bit PCM WAV file, for listening."""
-    if waveform.dim() != 1:
-        raise ValueError(f"write_wav needs a mono waveform of shape (samples,), got {tuple(waveform.shape)}")
-    samples = waveform.detach().cpu().float().clamp(-1.0, 1.0).numpy()
-    soundfile.write(str(path), samples, sample_rate, subtype="PCM_16")
+def split_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``cache_dir``, else ``$DS2_CACHE_DIR``, else ``~/.cache/deep-speech-2-lesson``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(SPLIT_CACHE_ENV):
+        return Path(os.environ[SPLIT_CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "deep-speech-2-lesson"
+
+
+@functools.cache
+def synthesis_code_hash() -> str:
+    """sha256 of the synthesis code: this file's section 11 up to this subsection, and numpy's version."""
+    import hashlib
+
+    source = Path(__file__).read_text(encoding="utf-8")
+    start, end = source.find("# 11. Synthetic speech"), source.find("# --- 11.7 Cache of synthesised")
+    code = source[start:end] if 0 <= start < end else source  # markers moved: hash everything (safe)
+    return hashlib.sha256(f"{code}\nnumpy {np.__version__}".encode()).hexdigest()
+
+
+def _split_recipes(
+    train_size, dev_size, seed, train_noise_fraction, train_snr_db, num_train_speakers, num_dev_speakers, rate
+) -> dict[str, dict]:
+    """Each split's recipe: exactly the make_splits arguments its audio depends on (not ``workers``)."""
+    train = {
+        "num_utterances": train_size,
+        "noise_fraction": float(train_noise_fraction),
+        "snr_db": [float(x) for x in train_snr_db],
+        "num_speakers": num_train_speakers,
+    }
+    dev = {"num_utterances": dev_size, "num_speakers": num_dev_speakers}
+    recipes = {"train": train, "dev-clean": dict(dev), "dev-noisy": dict(dev)}
+    return {
+        name: {"split": name, "seed": seed, "sample_rate": rate, **recipe} for name, recipe in recipes.items()
+    }
+
+
+def _split_checksum(samples: Tensor, offsets: Tensor, metadata: list) -> str:
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(samples.numpy().tobytes())
+    digest.update(offsets.numpy().tobytes())
+    digest.update(json.dumps(metadata).encode())
+    return digest.hexdigest()
+
+
+def _save_split(path: Path, split: SyntheticSplit, recipe: str) -> None:
+    """One file per split: the waveforms as one float32 tensor plus offsets, and plain-data metadata."""
+    lengths = [len(waveform) for waveform in split.waveforms]
+    offsets = torch.tensor([0, *np.cumsum(lengths, dtype=np.int64)], dtype=torch.int64)  # (N + 1,)
+    samples = torch.cat(split.waveforms) if split.waveforms else torch.zeros(0)  # (total samples,)
+    speakers = [[float(getattr(s, f.name)) for f in dataclasses.fields(Speaker)] for s in split.speakers]
+    metadata = [split.name, split.sample_rate, split.texts, split.noise, split.snr_db, speakers]
+    payload = {
+        "format": SPLIT_CACHE_FORMAT,
+        "recipe": recipe,
+        "code": synthesis_code_hash(),
+        "samples": samples.float().contiguous(),
+        "offsets": offsets,
+        "metadata": metadata,
+        "checksum": _split_checksum(samples.float().contiguous(), offsets, metadata),
+    }
+    atomic_write(path, lambda temporary: torch.save(payload, temporary))
+
+
+def _load_split(path: Path, recipe: str) -> tuple[SyntheticSplit | None, str]:
+    """``(split, "")`` from a valid entry, else ``(None, why it cannot be used)``."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, garbage, a pickled object: all mean "make it again"
+        return None, f"corrupt (unreadable: {type(error).__name__})"
+    if not isinstance(payload, dict) or payload.get("format") != SPLIT_CACHE_FORMAT:
+        return None, "corrupt (not a split-cache entry of this lesson)"
+    if payload.get("recipe") != recipe:
+        return None, "stale (written for another recipe)"
+    if payload.get("code") != synthesis_code_hash():
+        return None, "stale (written by other synthesis code, or another numpy)"
+    try:
+        samples, offsets, metadata = payload["samples"], payload["offsets"], payload["metadata"]
+        if _split_checksum(samples, offsets, metadata) != payload["checksum"]:
+            return None, "corrupt (checksum mismatch)"
+        name, sample_rate, texts, noise, snr_db, speakers = metadata
+        split = SyntheticSplit(
+            waveforms=[samples[offsets[i] : offsets[i + 1]] for i in range(len(texts))],
+            texts=list(texts),
+            speakers=[Speaker(*values) for values in speakers],
+            name=name,
+            noise=list(noise),
+            snr_db=[float(x) for x in snr_db],
+            sample_rate=int(sample_rate),
+        )
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        return None, f"corrupt ({type(error).__name__}: {error})"
+    return split, ""
+
+
+def cached_splits(
+    train_size: int,
+    dev_size: int,
+    seed: int = 0,
+    train_noise_fraction: float = 0.0,
+    workers: int = 1,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    train_snr_db: tuple[float, float] = (5.0, 30.0),
+    num_train_speakers: int = 200,
+    num_dev_speakers: int = 40,
+    sample_rate: int = SAMPLE_RATE,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, SyntheticSplit]:
+    """``make_splits`` through an on-disk cache: the same three splits, synthesised once per recipe.
+
+    The arguments are ``make_splits``'s (``workers`` only changes the speed), plus: ``cache_dir`` (default
+    ``split_cache_dir()``: ``$DS2_CACHE_DIR`` or ``~/.cache/deep-speech-2-lesson``), ``use_cache=False`` to
+    synthesise without reading or writing the cache, and ``log`` to receive one line per split saying
+    where it came from. Utterance ``i`` of a split depends only on the split's recipe and ``i``, so the
+    training set and the dev sets are cached (and made) separately: a dev split is shared by runs with
+    different training sets. A corrupt or stale entry gives one ``warnings.warn`` line and is remade.
+
+    Returns:
+        {"train": ..., "dev-clean": ..., "dev-noisy": ...}, equal to ``make_splits``'s result.
+    """
+    import hashlib
+    import json
+
+    arguments = dict(
+        seed=seed,
+        train_noise_fraction=train_noise_fraction,
+        train_snr_db=train_snr_db,
+        num_train_speakers=num_train_speakers,
+        num_dev_speakers=num_dev_speakers,
+        sample_rate=sample_rate,
+        workers=workers,
+    )
+    if not use_cache:
+        return make_splits(train_size, dev_size, **arguments)
+    folder = split_cache_dir(cache_dir)
+    recipes = _split_recipes(
+        train_size,
+        dev_size,
+        seed,
+        train_noise_fraction,
+        train_snr_db,
+        num_train_speakers,
+        num_dev_speakers,
+        sample_rate,
+    )
+    splits: dict[str, SyntheticSplit] = {}
+    paths, keys = {}, {}
+    for name, recipe in recipes.items():
+        keys[name] = json.dumps(recipe, sort_keys=True)
+        digest = hashlib.sha256(keys[name].encode()).hexdigest()[:16]
+        paths[name] = folder / f"{name}-{recipe['num_utterances']}utt-seed{seed}-{digest}.pt"
+        if not paths[name].exists():
+            continue
+        split, problem = _load_split(paths[name], keys[name])
+        if split is None:
+            warnings.warn(f"split cache: {paths[name]} is {problem}; synthesising it again", stacklevel=2)
+        else:
+            splits[name] = split
+            if log is not None:
+                log(f"{name}: {len(split)} utterances from the cache ({paths[name]})")
+    missing = [name for name in recipes if name not in splits]
+    groups = [("train",), ("dev-clean", "dev-noisy")]  # make_splits(n, 0) and make_splits(0, n)
+    for group in (group for group in groups if set(group) & set(missing)):
+        began = time.perf_counter()
+        sizes = (train_size, 0) if group == ("train",) else (0, dev_size)
+        made = make_splits(*sizes, **arguments)
+        for name in group:
+            if name in missing:
+                splits[name] = made[name]
+                _save_split(paths[name], made[name], keys[name])
+                if log is not None:
+                    log(
+                        f"{name}: {len(made[name])} utterances synthesised in "
+                        f"{time.perf_counter() - began:.1f} s, cached at {paths[name]}"
+                    )
+    return {name: splits[name] for name in recipes}
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 12. Training helpers: batching, SortaGrad (§3.3), evaluation, checkpoints, transcription
+# 12. Training: batching, SortaGrad (§3.3), the one training loop, evaluation, checkpoints
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -2382,6 +2566,15 @@ class Batch:
         )
 
 
+def pad_spectrograms(specs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """List of ``(F, T_i)`` -> zero-padded batch ``(B, F, T_max)`` and lengths ``(B,)``."""
+    lengths = torch.tensor([spec.shape[-1] for spec in specs], dtype=torch.long)
+    batch = specs[0].new_zeros(len(specs), specs[0].shape[0], int(lengths.max()))
+    for index, spec in enumerate(specs):
+        batch[index, :, : spec.shape[-1]] = spec
+    return batch, lengths
+
+
 def collate(spectrograms: Sequence[Tensor], texts: Sequence[str]) -> Batch:
     """Pad a list of ``(F, T_i)`` spectrograms and their transcripts into a ``Batch``."""
     padded, lengths = pad_spectrograms(spectrograms)
@@ -2400,8 +2593,8 @@ def sortagrad_batches(
     easy utterances - and small CTC losses - first, which the paper finds stabilises early training.
     Later epochs (or ``sortagrad=False``): random order. To waste little compute on padding, a random
     epoch shuffles the utterances, sorts them by length within pools of 50 batches, cuts the pools into
-    batches and shuffles the batches - "a random order over minibatches", as §3.3 puts it. Every index
-    appears exactly once per epoch; the order is deterministic for ``(seed, epoch)``.
+    batches and shuffles the batches (after the first epoch §3.3 goes back to random minibatches). Every
+    index appears exactly once per epoch; the order is deterministic for ``(seed, epoch)``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -2489,13 +2682,14 @@ def train_step(
     model.train()
     log_probs, out_lengths = model(batch.spectrograms, batch.lengths)  # (B, T', C)
     loss = ctc_loss(log_probs, batch.targets, out_lengths, batch.target_lengths)
-    if not torch.isfinite(loss):
-        return float(loss)
+    value = loss.item()
+    if not math.isfinite(value):
+        return value
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
-    return loss.item()
+    return value
 
 
 @dataclass
@@ -2684,17 +2878,7 @@ def save_checkpoint(path: str | os.PathLike, model: DeepSpeech2, **state) -> Non
         "model": model.state_dict(),
         **state,
     }
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
 
 def load_checkpoint(
@@ -2754,6 +2938,119 @@ def load_checkpoint(
         ) from error
     state = {k: v for k, v in payload.items() if k not in ("format", "config", "model")}
     return model, state
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 13. Inference and files: checking and loading audio, long recordings, transcribe()
+# ----------------------------------------------------------------------------------------------------------
+# Everything between a file on disk (or a waveform from a microphone) and the model: validation with
+# errors that say what to do, down-mixing, reading and writing audio with soundfile, cutting long
+# recordings at quiet moments, and transcribe(). Plus the one helper that writes files atomically.
+
+
+def check_waveform(waveform: Tensor, sample_rate: int = SAMPLE_RATE, window_ms: float = 20.0) -> Tensor:
+    """Validate audio before feature extraction; returns it as float32.
+
+    Raises ``ValueError`` for: a non-tensor, an empty or shorter-than-one-window signal, NaN or inf
+    samples. Shapes ``(samples,)`` and ``(B, samples)`` are accepted (use ``to_mono`` first for
+    multi-channel audio).
+    """
+    if not isinstance(waveform, Tensor):
+        waveform = torch.as_tensor(np.asarray(waveform))
+    if waveform.dim() not in (1, 2):
+        raise ValueError(
+            f"expected a waveform of shape (samples,) or (batch, samples), got shape {tuple(waveform.shape)}"
+        )
+    window, _ = frame_parameters(sample_rate, window_ms)
+    if waveform.shape[-1] == 0:
+        raise ValueError("the audio is empty (0 samples)")
+    if waveform.shape[-1] < window:
+        raise ValueError(
+            f"the audio is too short: {waveform.shape[-1]} samples ({1000 * waveform.shape[-1] / sample_rate:.1f} ms) "
+            f"at {sample_rate} Hz, but one {window_ms:g} ms analysis window needs {window} samples"
+        )
+    if not waveform.is_floating_point():
+        waveform = waveform.float()
+    if not torch.isfinite(waveform).all():
+        raise ValueError("the audio contains NaN or inf samples; check how it was loaded or generated")
+    return waveform.float()
+
+
+def to_mono(waveform: Tensor) -> Tensor:
+    """Down-mix ``(channels, samples)`` to ``(samples,)`` by averaging; ``(samples,)`` passes through.
+
+    A 2-D input is read as channels-first, the layout of ``torchaudio.load``; a ``(samples, channels)``
+    array with few columns (as ``soundfile.read`` returns) is transposed first.
+    """
+    if not isinstance(waveform, Tensor):
+        waveform = torch.as_tensor(np.asarray(waveform))
+    if waveform.dim() == 1:
+        return waveform
+    if waveform.dim() != 2:
+        raise ValueError(
+            f"expected (samples,) or (channels, samples) audio, got shape {tuple(waveform.shape)}"
+        )
+    # (samples, channels): soundfile's layout. Not (channels, 0): an empty file read channels-first.
+    if 0 < waveform.shape[1] < waveform.shape[0]:
+        waveform = waveform.T
+    return waveform.float().mean(dim=0)
+
+
+# Digital silence: no sample reaches 1e-6, about 8 steps of a 24-bit file (a 16-bit file's smallest step
+# is 3e-5). Its spectrogram is the constant log(eps); normalised, that is all zeros, and whatever the model
+# outputs for it is invented. Real recordings of a quiet room have noise well above this.
+SILENT_PEAK = 1e-6
+
+
+def is_silent(waveform: Tensor) -> bool:
+    """True when no sample of ``waveform`` reaches ``SILENT_PEAK`` in magnitude."""
+    return bool(waveform.abs().max() < SILENT_PEAK) if waveform.numel() else True
+
+
+def _silent_message(waveform: Tensor) -> str:
+    return (
+        f"the audio is silent (peak amplitude {float(waveform.abs().max()):.1g} < {SILENT_PEAK:g}): there "
+        "is nothing to transcribe. Check the recording level, the channel, and that the right file was loaded"
+    )
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Write a file so that readers see the old file or the new one, never half of one.
+
+    ``write(temporary_path)`` writes the content to a temporary file in the destination's folder, which
+    is then renamed over ``path`` (atomic on POSIX and Windows). On any error the temporary file is
+    removed and the old file, if any, is left as it was.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """``atomic_write`` for a text file (UTF-8)."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+
+    atomic_write(path, write)
+
+
+def write_wav(path: str | Path, waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> None:
+    """Writes a mono waveform `(samples,)` as a 16-bit PCM WAV file, for listening."""
+    if waveform.dim() != 1:
+        raise ValueError(f"write_wav needs a mono waveform of shape (samples,), got {tuple(waveform.shape)}")
+    samples = waveform.detach().cpu().float().clamp(-1.0, 1.0).numpy()
+    soundfile.write(str(path), samples, sample_rate, subtype="PCM_16")
 
 
 def load_audio(path: str | os.PathLike) -> tuple[Tensor, int]:

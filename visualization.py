@@ -12,7 +12,7 @@ Writes eight PNG files into --out:
     05_batchnorm.png              sequence-wise BatchNorm: statistics, and why padding must be masked (§3.2)
     06_training_curves.png        loss and error rates of a run (metrics.json) or of the quick training
     07_paper_results.png          the paper's reported numbers (ablations/paper_results.json) beside ours
-    ctc_trellis.png               the CTC trellis of a tiny example: alpha recursion, allowed transitions
+    08_ctc_trellis.png               the CTC trellis of a tiny example: alpha recursion, allowed transitions
 
 Every number drawn is computed here by implementation.py, read from a run's metrics.json, or one of the
 paper's reported numbers (labelled with its table topic or section). When no checkpoint exists, the script
@@ -49,7 +49,7 @@ FIGURE_NAMES = (
     "05_batchnorm.png",
     "06_training_curves.png",
     "07_paper_results.png",
-    "ctc_trellis.png",
+    "08_ctc_trellis.png",
 )
 PAPER = "the paper's (arXiv:1512.02595)"
 SYMBOLS = ["blank", "␣", *ds2.ALPHABET[2:]]  # how each class is labelled on an axis
@@ -212,63 +212,42 @@ def mark_characters(ax, text, spans, sample_rate, y, color="black", shade=True, 
 def quick_train(seconds, train_size, seed, dev_size=40, batch_size=16):
     """Train the default DS2Config on synthetic speech for about ``seconds``; returns (model, record).
 
-    The same loop as train_minimal.py (SortaGrad batches -> forward -> CTC -> backward -> clip -> step),
-    cut short by a time budget; dev error rates (greedy) after each epoch and at the end.
+    The one training loop (``implementation.fit``: SortaGrad batches -> forward -> CTC -> backward -> clip
+    -> step, cosine learning rate, NaN skipping), cut short by a time budget; dev error rates (greedy)
+    after each epoch and at the end.
     """
     began = time.time()
     splits = ds2.make_splits(train_size, dev_size, seed=seed, train_noise_fraction=0.5)
-    features = {name: [ds2.featurize(w) for w in split.waveforms] for name, split in splits.items()}
-    texts = {name: split.texts for name, split in splits.items()}
-    frames = [f.shape[-1] for f in features["train"]]
+    data = {name: (ds2.featurize_batch(split.waveforms), split.texts) for name, split in splits.items()}
+    frames = [f.shape[-1] for f in data["train"][0]]
     data_seconds = time.time() - began
     torch.manual_seed(seed)
     model = ds2.DeepSpeech2(ds2.DS2Config())
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    history, step_losses, step = [], [], 0
+    # About as many epochs as the budget allows at ~0.25 s per step (the schedule's length; the time
+    # budget stops it in any case).
+    steps_per_epoch = ds2.steps_per_epoch(train_size, batch_size)
+    epochs = max(1, round(seconds / (0.25 * steps_per_epoch)))
+    config = ds2.TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed)
+    step_losses = []
     train_began = time.time()
-    epoch = 0
-    while True:
-        model.train()
-        epoch_began, losses = time.time(), []
-        for batch_indices in ds2.sortagrad_batches(frames, batch_size, epoch, seed):
-            if time.time() - train_began > seconds and step > 0:
-                break
-            batch = ds2.collate(
-                [features["train"][i] for i in batch_indices], [texts["train"][i] for i in batch_indices]
-            )
-            log_probs, out_lengths = model(batch.spectrograms, batch.lengths)  # (B, T', 29)
-            loss = ds2.ctc_loss(log_probs, batch.targets, out_lengths, batch.target_lengths)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            step += 1
-            losses.append(loss.item())
-            step_losses.append((step, loss.item()))
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "steps": step}
-        for split in ("dev-clean", "dev-noisy"):
-            result = ds2.evaluate(model, features[split], texts[split])
-            record[split] = {"cer": result["cer"], "wer": result["wer"]}
-        record["seconds"] = time.time() - epoch_began
-        history.append(record)
-        print(
-            f"  quick training: epoch {epoch + 1} ({step} steps, {time.time() - train_began:.0f} s): "
-            f"loss {record['train_loss']:.2f}, dev-clean CER {100 * record['dev-clean']['cer']:.1f}%",
-            flush=True,
-        )
-        epoch += 1
-        if time.time() - train_began > seconds:
-            break
-    model.eval()
+    state = ds2.fit(
+        model,
+        data["train"],
+        config,
+        dev={name: data[name] for name in ("dev-clean", "dev-noisy")},
+        max_seconds=seconds,
+        on_step=lambda state, loss: step_losses.append((state.step, loss)),
+        log=lambda line: print(f"  quick training: {line}", flush=True),
+    )
     return model, {
-        "history": history,
+        "history": state.history,
         "step_losses": step_losses,
         "train_frames": frames,
         "train_size": train_size,
         "dev_size": dev_size,
         "seconds": time.time() - train_began,
         "data_seconds": data_seconds,
-        "steps": step,
+        "steps": state.step,
     }
 
 
@@ -910,7 +889,7 @@ def input_projections(model, spectrograms):
     outputs = []
     rnn = model.rnns[0]
     for spec in spectrograms:
-        features, _ = model.conv(spec[None], torch.tensor([spec.shape[-1]]))  # (1, T', C * F')
+        features, _ = model.conv(spec[None], torch.tensor([spec.shape[-1]]))  # (1, T', K * F')
         if isinstance(rnn, ds2.GRULayer):
             weight = torch.cat(
                 [rnn.gru.weight_ih_l0] + ([rnn.gru.weight_ih_l0_reverse] if rnn.directions == 2 else [])
@@ -1282,6 +1261,172 @@ def figure_paper_results(path, metrics, metrics_path, quick):
     )
     fig.tight_layout()
     save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 8. Ablation sweeps (ablations/run.py): a finished sweep of ours beside the paper's numbers
+# ----------------------------------------------------------------------------------------------------------
+
+# The paper's table of the same topic for each sweep (keys of PAPER_RESULTS); the other sweeps have no
+# table on our fact sheet, so only our numbers are drawn.
+ABLATION_PAPER_TABLES = {
+    "batchnorm": "depth_bn",
+    "sortagrad": "sortagrad",
+    "gru": "rnn_gru",
+    "conv": "conv",
+    "scaling": "data_scaling",
+}
+
+
+def _paper_panel(ax, key):
+    """The paper's dev WER for one table topic (from ablations/paper_results.json), labelled as the paper's."""
+    r = PAPER_RESULTS[key]
+    if key in ("depth_bn", "rnn_gru"):
+        series = ("with_bn", "without_bn") if key == "depth_bn" else ("simple RNN", "GRU")
+        for label in series:
+            ax.plot(r["layers"], r[label], "o-", label=label.replace("_", " "))
+        ax.set(xlabel="recurrent layers", xticks=r["layers"])
+        title = "Table 1 topic, §3.2: BatchNorm at each depth" if key == "depth_bn" else "Table 3 topic, §3.4"
+    elif key == "sortagrad":
+        x = np.arange(2)
+        for offset, label in ((-0.2, "not sorted"), (0.2, "SortaGrad")):
+            bars = ax.bar(x + offset, [r["baseline"][label], r["BatchNorm"][label]], 0.4, label=label)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.set_xticks(x, ["no BatchNorm", "BatchNorm"])
+        title = "Table 2 topic, §3.3: SortaGrad"
+    elif key == "conv":
+        names = list(r)
+        x = np.arange(len(names))
+        for offset, index, label in ((-0.2, 0, "regular dev"), (0.2, 1, "noisy dev")):
+            ax.bar(x + offset, [r[n][index] for n in names], 0.4, label=label)
+        ax.set_xticks(x, [n.replace(" ", "\n", 1) for n in names], fontsize=7)
+        title = "Table 4 topic, §3.5: convolutions"
+    else:  # data_scaling
+        for label, style in (("regular", "o-"), ("noisy", "s--")):
+            ax.plot(r["hours"], r[label], style, label=f"{label} dev")
+        per_10x = load_relative_improvement_per_10x()
+        ax.set(xscale="log", yscale="log", xlabel="hours of training audio")
+        title = f"Table 10 topic, §5.3: about {per_10x}% relative per 10x data"
+    ax.set(ylabel="dev WER (%)", title=f"{PAPER}\n{title}")
+    ax.title.set_fontsize(8.5)
+    ax.legend(fontsize=7)
+
+
+def load_relative_improvement_per_10x(path=PAPER_RESULTS_PATH):
+    """The paper's 'about N% relative improvement for each 10x more data' (§5.3), N from the JSON file."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["other"]["relative_improvement_per_10x_data"]["value"]
+
+
+DECODER_NAMES = {"greedy": "greedy", "beam_lm": "beam + LM", "decoded": "dev"}
+
+
+def _ablation_panel(ax, results, metric, decoder):
+    """Our error rate (mean over seeds, min-max bars) per variant: one line per series, x from the sweep."""
+    summary, plot = results["summary"], results["plot"]
+    xs = [row["x"] for row in summary]
+    categorical = any(isinstance(x, str) for x in xs)
+    categories = list(dict.fromkeys(str(x) for x in xs))
+    series = list(dict.fromkeys(row["series"] for row in summary))
+    for s_index, name in enumerate(series):
+        rows = [row for row in summary if row["series"] == name and row[plot["splits"][0]]]
+        for split, style in zip(plot["splits"], ("o-", "s--"), strict=False):
+            stats = [row[split][decoder][metric] for row in rows]
+            if categorical:  # spread the series a little so their bars do not overlap
+                x = np.array([categories.index(str(row["x"])) for row in rows]) + 0.08 * (s_index - 0.5)
+            else:
+                x = np.array([row["x"] for row in rows], dtype=float)
+            mean = np.array([100 * s["mean"] for s in stats])
+            spread = [mean - [100 * s["min"] for s in stats], [100 * s["max"] for s in stats] - mean]
+            label = f"{name}, {split}" if len(plot["splits"]) > 1 or len(series) > 1 else split
+            ax.errorbar(
+                x, mean, yerr=spread, fmt=style if not categorical else style[0], capsize=3, label=label
+            )
+    fit = results.get("analysis", {}).get("power_law", {}).get(f"{decoder}_{metric}")
+    if fit:  # the scaling sweep: error = a * hours^b, fitted on the dev-clean means (log-log)
+        hours = np.geomspace(min(xs), max(xs), 20)
+        ax.plot(hours, 100 * fit["a"] * hours ** fit["b"], ":", color="black", label=fit["label"])
+    if categorical:
+        ax.set_xticks(range(len(categories)), categories, fontsize=7)
+    ax.set(
+        xlabel=plot["x_label"],
+        ylabel=f"{metric.upper()} (%)",
+        xscale=plot.get("x_scale", "linear"),
+        yscale=plot.get("y_scale", "linear"),
+        title=f"measured here: {DECODER_NAMES[decoder]} {metric.upper()}\n"
+        f"mean of {results['size']['seeds_per_variant']} seed(s), bars min to max",
+    )
+    if plot.get("x_scale") != "log" and not categorical:
+        ax.set_xticks(sorted({row["x"] for row in summary}))
+    ax.title.set_fontsize(8.5)
+    ax.legend(fontsize=7)
+
+
+def _ablation_extra_panel(ax, name, results):
+    """The sweep's own extra view, where it has one."""
+    runs = [run for run in results["runs"] if run.get("final")]
+    if name == "lm":  # alpha x beta heat map of one trained model's dev-clean WER
+        grid = next(run["extra"]["grid"] for run in runs if "grid" in run.get("extra", {}))
+        wer = 100 * np.array(grid["dev-clean"]["wer"])  # (alphas, betas)
+        image = ax.imshow(wer, origin="lower", cmap="viridis_r", aspect="auto")
+        for (i, j), value in np.ndenumerate(wer):
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="white")
+        ax.set_xticks(range(len(grid["beta"])), grid["beta"])
+        ax.set_yticks(range(len(grid["alpha"])), grid["alpha"])
+        ax.set(xlabel="beta (word bonus)", ylabel="alpha (LM weight)", title="beam + LM dev-clean WER (%)")
+        plt.colorbar(image, ax=ax)
+    elif name == "sortagrad":  # the first epoch's losses, step by step
+        for variant in dict.fromkeys(run["variant"] for run in runs):
+            curves = [run["first_epoch_step_losses"] for run in runs if run["variant"] == variant]
+            steps = min(len(c) for c in curves)
+            ax.plot(np.mean([c[:steps] for c in curves], axis=0), label=variant)
+        ax.set(xlabel="step of epoch 1", ylabel="CTC loss (mean over seeds)", yscale="log")
+        ax.set_title("first-epoch loss: SortaGrad vs shuffled", fontsize=8.5)
+        ax.legend(fontsize=7)
+    elif name == "stride":  # time per epoch
+        rows = results["summary"]
+        means = [row["seconds_per_epoch"]["mean"] for row in rows]
+        bars = ax.bar([str(row["x"]) for row in rows], means)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.set(xlabel="time stride of the first conv layer", ylabel="seconds per epoch (mean over seeds)")
+        ax.set_title("training time per epoch", fontsize=8.5)
+    else:
+        return False
+    return True
+
+
+def figure_ablation(name, results_path, out_path):
+    """One sweep of ``ablations/run.py`` (its results JSON) beside the paper's numbers for the same topic.
+
+    Panels: our greedy CER and our beam+LM WER per variant (mean over seeds, bars from min to max; dev-clean
+    solid, dev-noisy dashed where the sweep evaluates both), the sweep's own extra view (SortaGrad's
+    first-epoch losses, the LM's alpha x beta heat map, the time per epoch of each stride), and the paper's
+    dev WER for the table of the same topic, labelled as the paper's (ablations/paper_results.json).
+    """
+    with open(results_path, encoding="utf-8") as f:
+        results = json.load(f)
+    if not any(run.get("final") for run in results["runs"]):
+        raise ValueError(f"{results_path} has no finished run to draw; run `python ablations/run.py {name}`")
+    paper = ABLATION_PAPER_TABLES.get(name)
+    panels = 3 + (paper is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.4))
+    for ax, (decoder, metric) in zip(axes, results["plot"]["panels"], strict=False):
+        _ablation_panel(ax, results, metric, decoder)
+    if not _ablation_extra_panel(axes[2], name, results):
+        axes[2].axis("off")
+        axes[2].text(0.02, 0.98, textwrap.fill(results["question"], 48), va="top", fontsize=9)
+    if paper is not None:
+        _paper_panel(axes[-1], paper)
+    fig.suptitle(
+        textwrap.fill(
+            f"ablations/run.py {name}: {results['title']} ({results['paper_reference']}). Ours: synthetic "
+            f"speech, {results['size']['description']}. Compare trends, not values, with the paper's.",
+            170,
+        ),
+        fontsize=9,
+    )
+    fig.tight_layout()
+    save_figure(fig, out_path)
 
 
 # ----------------------------------------------------------------------------------------------------------

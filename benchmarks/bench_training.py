@@ -20,6 +20,7 @@ Measured in one run, on the same threads:
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -160,6 +161,61 @@ def profile_step(model, optimizer, batch) -> tuple[int, list[tuple[str, float, i
     return sum(e.count for e in events if e.key.startswith("aten::")), [
         (e.key, e.self_cpu_time_total / 1000, e.count) for e in top
     ]
+
+
+def estimate_default_run(threads: int = 0, utterances: int = 64, steps: int = 2) -> dict:
+    """A short measurement (about 15-30 s) that predicts ``python train_minimal.py`` with its defaults here.
+
+    Synthesises and featurises ``utterances`` training-like utterances, times ``steps`` training steps
+    of the default model at the default batch size on utterances of median length, one evaluation batch
+    and the LM's training, and scales each to the default run. Returns the pieces and ``total_s``; the
+    final beam-search evaluation is not included (``beam_s`` is None).
+    """
+    import numpy as np
+
+    import train_minimal
+
+    args = train_minimal.parse_args([])  # the CLI's own defaults
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        began = time.perf_counter()
+        split = ds2.make_split("probe", utterances, ds2.make_speaker_pool(64, 7), seed=(7, 10))
+        synthesis_s = (time.perf_counter() - began) / utterances
+        began = time.perf_counter()
+        features = ds2.featurize_batch(split.waveforms)
+        featurize_s = (time.perf_counter() - began) / utterances
+        order = np.argsort(split.durations_s())
+        middle = max(0, len(order) // 2 - args.batch_size // 2)
+        chosen = order[middle : middle + args.batch_size].tolist()
+        batch = ds2.collate([features[i] for i in chosen], [split.texts[i] for i in chosen])
+        torch.manual_seed(0)
+        model = ds2.DeepSpeech2()
+        optimizer = ds2.make_optimizer(model, ds2.TrainConfig())
+        step_s = min(time_steps(model, optimizer, [batch] * steps))
+        began = time.perf_counter()
+        ds2.predict(model, [features[i] for i in chosen], batch_size=args.batch_size)
+        eval_batch_s = time.perf_counter() - began
+        rng = np.random.default_rng(0)
+        began = time.perf_counter()
+        ds2.NGramLM.train([ds2.random_sentence(rng) for _ in range(2000)], order=3)
+        lm_s = (time.perf_counter() - began) * args.lm_sentences / 2000
+    finally:
+        torch.set_num_threads(previous)
+    total_steps = ds2.steps_per_epoch(args.train_size, args.batch_size) * args.epochs
+    all_utterances = args.train_size + 2 * args.dev_size
+    data_s = all_utterances * (synthesis_s / max(1, min(args.workers, os.cpu_count() or 1)) + featurize_s)
+    eval_s = args.epochs * 2 * ds2.steps_per_epoch(args.dev_size, args.batch_size) * eval_batch_s
+    pieces = {"data_s": data_s + lm_s, "train_s": total_steps * step_s, "eval_s": eval_s}
+    return {
+        **pieces,
+        "total_s": sum(pieces.values()),
+        "beam_s": None,
+        "step_s": step_s,
+        "steps": total_steps,
+        "threads": torch.get_num_threads() if not threads else threads,
+    }
 
 
 def main():

@@ -6,16 +6,19 @@ frame-level path that *collapses* to the transcript y (merge repeated symbols, t
 
     "-hh-e-ll-ll-oo-"  ->  "-h-e-l-l-o-"  ->  "hello"         ("-" is the blank)
 
-There are exponentially many such paths, but the forward (alpha) recursion sums them in O(T * S) time,
-walking along the *blank-extended* label ``l' = (blank, y1, blank, y2, ..., yS, blank)``.
+Part a sums those paths the slow way, by listing every one of them: exact, and hopeless beyond a handful
+of frames. The forward (alpha) recursion sums the same paths in O(T * S) time, walking along the
+*blank-extended* label ``l' = (blank, y1, blank, y2, ..., yS, blank)``; training needs its gradient too.
 
 Parts:
-    a. the blank-extended label l'
-    b. the forward recursion: every alpha_t(s), in log space
-    c. the loss -log p(y|x) from the last alphas (checked against F.ctc_loss)
-    d. greedy (best-path) decoding: argmax per frame, collapse repeats, drop blanks
+    a. warm-up: collapse a path; sum every alignment by brute force on a tiny case
+    b. the blank-extended label l'
+    c. the forward recursion: every alpha_t(s), in log space
+    d. the loss -log p(y|x) from the last alphas (checked against F.ctc_loss)
+    e. the loss of a padded batch, and its gradient (checked against F.ctc_loss through log_softmax)
+    f. greedy (best-path) decoding: argmax per frame, collapse repeats, drop blanks
 
-Shapes: T frames, C classes (29), S transcript length, L = 2S + 1 extended-label length.
+Shapes: T frames, C classes (29), S transcript length, L = 2S + 1 extended-label length, B batch.
 Symbols: ``implementation.ALPHABET`` lists the 29 symbols in index order; ``BLANK`` = 0.
 
 Check your work: ``python exercises/check.py 2`` (or run this file).
@@ -23,6 +26,7 @@ Check your work: ``python exercises/check.py 2`` (or run this file).
 
 from __future__ import annotations
 
+import itertools  # noqa: F401 (you will need it)
 import sys
 from pathlib import Path
 
@@ -36,9 +40,55 @@ if str(ROOT) not in sys.path:
 import implementation as ds2  # noqa: E402
 
 BLANK = ds2.BLANK  # 0
+# log 0, as a number. -inf is the exact value, but torch.logsumexp over terms that are *all* -inf has a
+# NaN gradient, and one NaN poisons every weight it reaches. -1e30 behaves like -inf in every sum that
+# matters (exp(-1e30 - x) is 0) and keeps every gradient finite.
+LOG_ZERO = -1e30
 
 # ---------------------------------------------------------------------------------------------------------
-# Part a: the blank-extended label
+# Part a: warm-up, by brute force
+# ---------------------------------------------------------------------------------------------------------
+
+
+def collapse(path: list[int]) -> list[int]:
+    """CTC's many-to-one map from a frame-level path to a label sequence: merge repeats, then drop blanks.
+
+    The order matters: ``[l, l, blank, l]`` is ``[l, l]`` (the blank separates two l's), while
+    ``[l, l, l]`` is ``[l]``.
+
+    Args:
+        path: one symbol id per frame (``BLANK`` = 0 included).
+
+    Returns:
+        The label ids the path spells, as a list of ints (no blanks).
+    """
+    raise NotImplementedError("Exercise 2, part a: write collapse (warm-up: every alignment, by brute force)")
+
+
+def brute_force_log_likelihood(log_probs: Tensor, label: Tensor) -> Tensor:
+    """``log p(y | x)`` by listing every path: the definition of CTC, with no cleverness at all.
+
+        p(y | x) = sum over paths pi with collapse(pi) = y of  prod_t y_t(pi_t),    y_t(k) = exp(log_probs[t, k])
+
+    A path that uses a symbol which is neither the blank nor one of y's labels can never collapse to y
+    (collapsing removes only repeats and blanks), so list the paths over just those symbols:
+    ``itertools.product(symbols, repeat=T)``. That is ``(distinct labels + 1) ** T`` paths: fine for the
+    tiny cases the check uses (T <= 6), and the reason the alpha recursion exists.
+
+    Args:
+        log_probs: ``(T, C)`` log-probabilities, T small.
+        label: ``(S,)`` long, ``S >= 1``, no blanks.
+
+    Returns:
+        A 0-dimensional tensor, ``log p(y|x)`` (natural log; ``-inf`` when no path collapses to y).
+    """
+    raise NotImplementedError(
+        "Exercise 2, part a: write brute_force_log_likelihood (warm-up: every alignment, by brute force)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part b: the blank-extended label
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -55,11 +105,11 @@ def extend_with_blanks(label: Tensor) -> Tensor:
     Returns:
         ``(2S + 1,)`` long. E.g. label ids of "cat" -> ``[0, c, 0, a, 0, t, 0]``.
     """
-    raise NotImplementedError("Exercise 2, part a: write extend_with_blanks (blank-extended label)")
+    raise NotImplementedError("Exercise 2, part b: write extend_with_blanks (blank-extended label)")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Part b: the forward (alpha) recursion in log space
+# Part c: the forward (alpha) recursion in log space
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -79,26 +129,30 @@ def ctc_alphas(log_probs: Tensor, label: Tensor) -> Tensor:
     Terms with ``s - 1 < 0`` or ``s - 2 < 0`` do not exist (probability 0).
 
     Work in log space: products of many probabilities underflow float32 within a few hundred frames.
-    A product becomes a sum of logs; a sum of probabilities becomes ``torch.logsumexp``; probability 0
-    is ``-inf`` (``torch.logsumexp`` of only ``-inf`` terms is ``-inf``, as it should be).
+    A product becomes a sum of logs; a sum of probabilities becomes ``torch.logsumexp`` (never
+    ``log(sum(exp(...)))``, which underflows just the same). Probability 0 is ``log 0``: use a large
+    negative *finite* number such as ``LOG_ZERO = -1e30`` rather than ``-inf``. The values come out the
+    same, but ``torch.logsumexp`` over terms that are all ``-inf`` has a NaN gradient, and part e
+    differentiates through this recursion.
 
     Args:
         log_probs: ``(T, C)`` log-probabilities (each row a log_softmax).
         label: ``(S,)`` long, ``S >= 1``, no blanks.
 
     Returns:
-        ``(T, 2S + 1)``: ``log alpha_t(s)``, ``-inf`` where no path can be.
+        ``(T, 2S + 1)``: ``log alpha_t(s)``; ``LOG_ZERO`` (or anything below -1e20, or ``-inf``) where no
+        path can be. Differentiable with respect to ``log_probs``.
     """
-    raise NotImplementedError("Exercise 2, part b: write ctc_alphas (alpha recursion in log space)")
+    raise NotImplementedError("Exercise 2, part c: write ctc_alphas (alpha recursion in log space)")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Part c: the loss
+# Part d: the loss
 # ---------------------------------------------------------------------------------------------------------
 
 
 def ctc_negative_log_likelihood(log_probs: Tensor, label: Tensor) -> Tensor:
-    """The CTC loss of one utterance, ``-log p(y | x)``, from the alphas of its last frame.
+    """The CTC loss of one utterance, ``-log p(y | x)``, from the alphas of its last frame (part c).
 
     A complete path must have emitted every label by the last frame ``T - 1``, so it ends either on the
     last label or on the trailing blank of l'; p(y | x) is the sum of those two alphas.
@@ -108,22 +162,51 @@ def ctc_negative_log_likelihood(log_probs: Tensor, label: Tensor) -> Tensor:
         label: ``(S,)`` long, no blanks.
 
     Returns:
-        A 0-dimensional tensor: ``-log p(y|x)`` in nats; ``inf`` when T frames are too few for the label
-        (each label needs a frame, plus a blank between equal neighbours). Equals
-        ``F.ctc_loss(log_probs[:, None], label[None], [T], [S], reduction="sum")``.
+        A 0-dimensional tensor: ``-log p(y|x)`` in nats, differentiable; a huge number (about 1e30, or
+        ``inf``) when T frames are too few for the label (each label needs a frame, plus a blank between
+        equal neighbours). Equals ``F.ctc_loss(log_probs[:, None], label[None], [T], [S], reduction="sum")``.
     """
     raise NotImplementedError(
-        "Exercise 2, part c: write ctc_negative_log_likelihood (the loss, checked against F.ctc_loss)"
+        "Exercise 2, part d: write ctc_negative_log_likelihood (the loss, checked against F.ctc_loss)"
     )
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Part d: greedy decoding
+# Part e: a padded batch, and the gradient
+# ---------------------------------------------------------------------------------------------------------
+
+
+def batch_ctc_loss(
+    log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor
+) -> Tensor:
+    """The training loss of a padded minibatch: the mean over utterances of ``-log p(y_b | x_b)``.
+
+    Utterance b owns frames ``0 .. input_lengths[b] - 1`` of ``log_probs[b]`` and labels
+    ``0 .. target_lengths[b] - 1`` of ``targets[b]``; everything after them is padding and may hold
+    anything. Take each utterance's own slices, its loss from part d, and the mean over the batch (not
+    divided by the transcript lengths: that is ``implementation.ctc_loss``'s reduction, nats per
+    utterance). The check differentiates this loss: through ``log_softmax`` its gradient must equal
+    ``F.ctc_loss``'s, with no NaN anywhere and exactly 0 on the padded frames.
+
+    Args:
+        log_probs: ``(B, T, C)`` log-probabilities, batch-first, padded along time.
+        targets: ``(B, S_max)`` long label ids, padded.
+        input_lengths: ``(B,)`` long, valid frames per utterance.
+        target_lengths: ``(B,)`` long, labels per utterance (each >= 1).
+
+    Returns:
+        A 0-dimensional tensor, differentiable with respect to ``log_probs``.
+    """
+    raise NotImplementedError("Exercise 2, part e: write batch_ctc_loss (a padded batch, and the gradient)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part f: greedy decoding
 # ---------------------------------------------------------------------------------------------------------
 
 
 def greedy_decode(log_probs: Tensor) -> str:
-    """Best-path decoding: the most likely symbol at every frame, then CTC's collapse.
+    """Best-path decoding: the most likely symbol at every frame, then CTC's collapse (part a).
 
     Collapse is: merge runs of the same symbol into one, *then* delete the blanks. The order matters:
     "l l - l" is "ll" (the blank separates two l's), while "l l l" is "l".
@@ -134,7 +217,7 @@ def greedy_decode(log_probs: Tensor) -> str:
     Returns:
         The transcript as text (``implementation.decode_labels`` turns label ids into characters).
     """
-    raise NotImplementedError("Exercise 2, part d: write greedy_decode (greedy decoding)")
+    raise NotImplementedError("Exercise 2, part f: write greedy_decode (greedy decoding)")
 
 
 if __name__ == "__main__":

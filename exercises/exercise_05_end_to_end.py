@@ -26,7 +26,6 @@ two minutes or so.
 
 from __future__ import annotations
 
-import math  # noqa: F401 (you will need it)
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,7 +91,7 @@ def training_step(
     5. Backward, after clearing the gradients the previous step left behind.
     6. Clip the gradient: if the norm of all gradients together exceeds ``clip_norm``, scale them all
        down to that norm. A single long or badly aligned utterance can produce a huge CTC gradient;
-       clipping keeps one such minibatch from undoing the training so far (the paper clips too).
+       clipping keeps one such minibatch from undoing the training so far.
     7. The optimizer step.
 
     Args:
@@ -105,6 +104,8 @@ def training_step(
     Returns:
         ``(loss, grad_norm)`` as Python floats: the minibatch's CTC loss (nats per utterance) and the
         gradient's global norm *before* clipping (what ``torch.nn.utils.clip_grad_norm_`` returns).
+        The check runs ``implementation.train_step`` (the library's step, used by every training script
+        of the lesson) on a copy of the same model and minibatch: the updated weights must agree.
     """
     raise NotImplementedError("Exercise 5, part b: write training_step (one training step)")
 
@@ -133,10 +134,14 @@ def train(
     longest, later epochs in a shuffled order. Run ``training_step`` (part b) on each minibatch, and stop
     as soon as ``num_steps`` steps are done, in the middle of an epoch if need be.
 
-    The learning rate: start at ``learning_rate`` and let it decay along a half cosine to 5% of it at the
-    last step (as ``train_minimal.py`` does): large steps while the model is far from good, small ones
-    for the finishing touches. Set it before each step with ``for group in optimizer.param_groups:
-    group["lr"] = ...``.
+    The learning rate: large steps while the model is far from good, small ones for the finishing
+    touches. Before step ``i`` (counted from 0) set it to ``implementation.learning_rate(i, num_steps,
+    learning_rate)``, a half cosine from ``learning_rate`` at the first step down towards 5% of it,
+
+        lr_i = learning_rate * (0.05 + 0.95 * (1 + cos(pi * i / num_steps)) / 2)
+
+    (the schedule ``implementation.fit`` and ``train_minimal.py`` use), with ``for group in
+    optimizer.param_groups: group["lr"] = lr_i``.
 
     Args:
         model: the model to train, in place.
@@ -201,9 +206,9 @@ def train_and_evaluate(
 
     Featurize both splits (part a); seed PyTorch with ``seed`` and build the lesson's CPU-sized model,
     ``implementation.DeepSpeech2(implementation.DS2Config())`` (two conv layers, two bidirectional GRU
-    layers of 128 units, sequence-wise BatchNorm: 0.58M parameters); train it (part c) on the training
-    split with the default hyperparameters; and measure the CER of greedy decoding (part d) on the dev
-    split. The check hands you 800 training and 100 dev-clean utterances from
+    layers of 128 units, sequence-wise BatchNorm: 573,589 trainable parameters, 0.57M); train it (part
+    c) on the training split with the default hyperparameters; and measure the CER of greedy decoding
+    (part d) on the dev split. The check hands you 800 training and 100 dev-clean utterances from
     ``implementation.make_splits`` and a budget of 120 steps (about a minute and a half of one CPU core).
 
     Args:

@@ -180,10 +180,10 @@ def test_cheatsheet_shapes_are_the_default_models():
     x = spec[None, None]  # (1, 1, F, T)
     for conv in model.conv.layers:
         x = conv(x)
-        shapes.append(tuple(x.shape))  # (B, C, F', T')
+        shapes.append(tuple(x.shape))  # (B, K, F', T')
     with torch.no_grad():
         features, out_lengths = model.conv(spec[None], lengths)
-        shapes.append(tuple(features.shape))  # (B, T', C * F')
+        shapes.append(tuple(features.shape))  # (B, T', K * F')
         first = model.rnns[0]
         shapes.append((1, features.shape[1], first.gru.weight_ih_l0.shape[0] * first.directions))  # W x
         for rnn in model.rnns:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import math
 import os
 import random
 import subprocess
@@ -310,13 +311,21 @@ def _training_step(
     return lambda module: training_step
 
 
-def _train(new_optimizer_each_step=False, shuffle_first_epoch=False, whole_epochs=False):
+def _train(
+    new_optimizer_each_step=False,
+    shuffle_first_epoch=False,
+    whole_epochs=False,
+    learning_rate_ignored=False,
+    no_decay=False,
+):
     """The exercise 5 training loop with one common mistake switched on."""
 
     def make(module):
         def train(
             model, spectrograms, texts, num_steps, batch_size=32, learning_rate=3e-3, clip_norm=5.0, seed=0
         ):
+            if learning_rate_ignored:
+                learning_rate = 3e-3  # the default, whatever the caller asked for
             optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
             lengths = [s.shape[-1] for s in spectrograms]
             losses, epoch = [], 0
@@ -328,6 +337,9 @@ def _train(new_optimizer_each_step=False, shuffle_first_epoch=False, whole_epoch
                         break
                     if new_optimizer_each_step:
                         optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+                    if not no_decay:
+                        for group in optimizer.param_groups:
+                            group["lr"] = ds2.learning_rate(len(losses), num_steps, learning_rate)
                     step = module.training_step(
                         model,
                         optimizer,
@@ -371,6 +383,309 @@ def _fixed_step_budget(module):
     return lambda train_split, dev_split, num_steps, seed=0: original(train_split, dev_split, 10, seed)
 
 
+# --- exercise 1 ---
+
+
+def _stft_with(transform, window_fn=torch.hann_window):
+    """A log_power_spectrogram that applies ``transform`` to the power (instead of the natural log)."""
+
+    def log_power_spectrogram(waveform, sample_rate=16000):
+        window, hop = ds2.frame_parameters(sample_rate)
+        stft = torch.stft(waveform, window, hop, window=window_fn(window), center=False, return_complex=True)
+        return transform(stft.abs().square())
+
+    return lambda module: log_power_spectrogram
+
+
+def _normalise_by_multiplying(module):
+    def normalize_over_valid_frames(spec, lengths):
+        mask = ds2.lengths_to_mask(lengths, spec.shape[-1])[:, None, :].float()  # (B, 1, T) of 0s and 1s
+        count = lengths * spec.shape[1]
+        mean = (spec * mask).sum((1, 2)) / count
+        centred = (spec - mean[:, None, None]) * mask
+        variance = centred.square().sum((1, 2)) / count
+        return centred / (variance.sqrt()[:, None, None] + 1e-5)
+
+    return normalize_over_valid_frames
+
+
+# --- exercise 2 ---
+
+
+def _alphas(combine="logsumexp", skip=True, log_zero=-1e30, detach=False):
+    """A vectorised alpha recursion with one common mistake switched on."""
+
+    def ctc_alphas(log_probs, label):
+        extended = torch.zeros(2 * len(label) + 1, dtype=torch.long)
+        extended[1::2] = label
+        emit = log_probs[:, extended].detach() if detach else log_probs[:, extended]  # (T, L)
+        length = len(extended)
+        can_skip = torch.zeros(length, dtype=torch.bool)
+        if skip:
+            can_skip[2:] = (extended[2:] != 0) & (extended[2:] != extended[:-2])
+        zero = log_probs.new_full((2,), log_zero)
+        rows = [torch.cat([emit[0, :2], log_probs.new_full((length - 2,), log_zero)])]
+        for t in range(1, len(emit)):
+            previous = rows[-1]
+            terms = torch.stack(
+                [
+                    previous,
+                    torch.cat([zero[:1], previous[:-1]]),
+                    torch.cat([zero, previous[:-2]]).masked_fill(~can_skip, log_zero),
+                ]
+            )
+            if combine == "max":  # Viterbi
+                summed = terms.max(0).values
+            elif combine == "naive":  # log(sum(exp)): underflows
+                summed = torch.log(torch.exp(terms).sum(0))
+            else:
+                summed = torch.logsumexp(terms, 0)
+            rows.append(summed + emit[t])
+        return torch.stack(rows)
+
+    return lambda module: ctc_alphas
+
+
+def _loss_from_f_ctc_loss(module):
+    return lambda log_probs, label: F.ctc_loss(
+        log_probs[:, None], label[None], [log_probs.shape[0]], [len(label)], reduction="sum"
+    )
+
+
+def _batch_loss(reduce="mean", padded_frames=False):
+    def make(module):
+        def batch_ctc_loss(log_probs, targets, input_lengths, target_lengths):
+            losses = torch.stack(
+                [
+                    module.ctc_negative_log_likelihood(
+                        log_probs[b] if padded_frames else log_probs[b, : input_lengths[b]],
+                        targets[b, : target_lengths[b]],
+                    )
+                    for b in range(len(log_probs))
+                ]
+            )
+            if reduce == "sum":
+                return losses.sum()
+            if reduce == "per character":
+                return (losses / target_lengths).mean()
+            return losses.mean()
+
+        return batch_ctc_loss
+
+    return make
+
+
+def _brute_force_best_path_only(module):
+    def brute_force_log_likelihood(log_probs, label):
+        symbols = sorted({0, *label.tolist()})
+        paths = [
+            log_probs[torch.arange(len(log_probs)), torch.tensor(path)].sum()
+            for path in itertools.product(symbols, repeat=len(log_probs))
+            if module.collapse(list(path)) == label.tolist()
+        ]
+        return torch.stack(paths).max() if paths else torch.tensor(float("-inf"))
+
+    return brute_force_log_likelihood
+
+
+def _collapse_blanks_first(module):
+    def collapse(path):
+        kept = [symbol for symbol in path if symbol != 0]
+        return [symbol for t, symbol in enumerate(kept) if t == 0 or symbol != kept[t - 1]]
+
+    return collapse
+
+
+# --- exercise 4 ---
+
+
+def _sorted_lengths(lengths, batch_size):
+    ordered = sorted(lengths)  # the lengths themselves, not the indices
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def _random_batches_by_longest(module):
+    """The literal reading of §3.3: random minibatches, ordered by their longest utterance in epoch 0."""
+
+    def sortagrad_batches(lengths, batch_size, epoch, seed=0):
+        batches = module.shuffled_batches(len(lengths), batch_size, epoch + 1000, seed)
+        if epoch == 0:
+            return sorted(batches, key=lambda batch: max(lengths[i] for i in batch))
+        return batches
+
+    return sortagrad_batches
+
+
+# --- exercise 6 ---
+
+
+def _extend(separate=True, collapse_repeats=True):
+    """Exercise 6's one-frame update with one common mistake switched on."""
+
+    def make(module):
+        def extend_prefixes(beams, frame, symbols=None):
+            frame = [float(value) for value in frame]
+            symbols = range(len(frame)) if symbols is None else symbols
+            table = {}
+
+            def add(prefix, which, value):
+                entry = table.setdefault(prefix, [-math.inf, -math.inf])
+                entry[which] = module.log_add(entry[which], value)
+
+            for prefix, (p_b, p_nb) in beams.items():
+                total = module.log_add(p_b, p_nb)
+                last = prefix[-1] if prefix else None
+                for k in symbols:
+                    if k == 0:
+                        add(prefix, 0, total + frame[k])
+                    elif k == last and not separate:  # one probability per prefix: a repeat always merges
+                        add(prefix, 1, total + frame[k])
+                    elif k == last and collapse_repeats:
+                        add(prefix, 1, p_nb + frame[k])
+                        add((*prefix, k), 1, p_b + frame[k])
+                    else:  # (with collapse_repeats=False, a repeat is treated as a new letter)
+                        add((*prefix, k), 1, total + frame[k])
+            if not separate:  # the single probability, reported as both halves' sum in p_nb
+                return {prefix: (-math.inf, module.log_add(*entry)) for prefix, entry in table.items()}
+            return {prefix: tuple(entry) for prefix, entry in table.items()}
+
+        return extend_prefixes
+
+    return make
+
+
+def _lm_per_character(module):
+    return lambda text, lm, final: (
+        lm.sentence_log_prob(list(text.replace(" ", "")), eos=final),
+        len(text.split()),
+    )
+
+
+def _lm_partial_word(module):
+    return lambda text, lm, final: (lm.sentence_log_prob(text.split(), eos=final), len(text.split()))
+
+
+def _fused_without_beta(module):
+    def fused_score(ctc_log_prob, text, lm, alpha, beta, final):
+        return ctc_log_prob if lm is None else ctc_log_prob + alpha * module.lm_log_prob(text, lm, final)[0]
+
+    return fused_score
+
+
+def _search_with(alpha_zero=False, beta_zero=False):
+    def make(module):
+        original = module.prefix_beam_search
+
+        def prefix_beam_search(log_probs, beam_width=16, lm=None, alpha=0.0, beta=0.0, prune_log_prob=-10.0):
+            return original(
+                log_probs,
+                beam_width,
+                lm,
+                0.0 if alpha_zero else alpha,
+                0.0 if beta_zero else beta,
+                prune_log_prob,
+            )
+
+        return prefix_beam_search
+
+    return make
+
+
+# --- exercise 7 ---
+
+
+def _front_end_lengths(floor_half=False, no_padding=False, time_strides=(2, 1, 1), true_division=False):
+    def front_end_output_lengths(lengths, num_layers):
+        for index in range(num_layers):
+            kernel = ds2.PAPER_CONV_KERNELS[index][1]
+            padding = 0 if no_padding else kernel // 2
+            if floor_half:
+                lengths = lengths // 2 if index == 0 else lengths
+            elif true_division:
+                lengths = (lengths + 2 * padding - kernel) / time_strides[index] + 1
+            else:
+                lengths = (lengths + 2 * padding - kernel) // time_strides[index] + 1
+        return lengths
+
+    return lambda module: front_end_output_lengths
+
+
+def _front_end(
+    flatten_frequency_first=False, statistics_over_padding=False, input_not_zeroed=False, relu=False
+):
+    def make(module):
+        def forward(self, spec, lengths):
+            mask = ds2.lengths_to_mask(lengths, spec.shape[-1])
+            x = (spec if input_not_zeroed else spec.masked_fill(~mask[:, None, :], 0.0)).unsqueeze(1)
+            for conv, norm in zip(self.layers, self.norms, strict=True):
+                x = conv(x)
+                lengths = module.conv_output_length(
+                    lengths, conv.kernel_size[1], conv.stride[1], conv.padding[1]
+                )
+                batch, channels, freq, frames = x.shape
+                rows = x.permute(0, 3, 2, 1).reshape(batch, frames * freq, channels)
+                counted = torch.full_like(lengths, frames) if statistics_over_padding else lengths
+                x = norm(rows, counted * freq).reshape(batch, frames, freq, channels).permute(0, 3, 2, 1)
+                mask = ds2.lengths_to_mask(lengths, frames)
+                x = (torch.relu(x) if relu else ds2.clipped_relu(x)).masked_fill(~mask[:, None, None, :], 0.0)
+            batch, channels, freq, frames = x.shape
+            order = (0, 3, 2, 1) if flatten_frequency_first else (0, 3, 1, 2)
+            return x.permute(*order).reshape(batch, frames, channels * freq), lengths
+
+        return forward
+
+    return make
+
+
+def _bidirectional(concatenate=False, torch_flip=False, not_reversed_back=False):
+    def make(module):
+        def forward(self, x, lengths):
+            forward_out = self.forward_layer(x, lengths)
+            if torch_flip:
+                backward_out = self.backward_layer(x.flip(1), lengths).flip(1)
+            else:
+                backward_out = self.backward_layer(module.reverse_within_lengths(x, lengths), lengths)
+                if not not_reversed_back:
+                    backward_out = module.reverse_within_lengths(backward_out, lengths)
+            out = torch.cat([forward_out, backward_out], -1) if concatenate else forward_out + backward_out
+            return out.masked_fill(~ds2.lengths_to_mask(lengths, x.shape[1])[..., None], 0.0)
+
+        return forward
+
+    return make
+
+
+def _lookahead(**mistake):
+    def make(module):
+        from checks.ex07_model import _lookahead_variant
+
+        return lambda self, x, lengths: _lookahead_variant(self.weight, x, lengths, **mistake)
+
+    return make
+
+
+def _model_forward(
+    input_lengths=False, return_input_lengths=False, softmax=False, logits=False, skip_lookahead=False
+):
+    def make(module):
+        def forward(self, spectrograms, lengths):
+            x, out_lengths = self.conv(spectrograms, lengths)
+            for rnn in self.rnns:
+                x = rnn(x, lengths if input_lengths else out_lengths)
+            if self.lookahead is not None and not skip_lookahead:
+                x = self.lookahead(x, out_lengths)
+            scores = self.fc(x)
+            if softmax:
+                scores = scores.softmax(-1)
+            elif not logits:
+                scores = scores.log_softmax(-1)
+            return scores, lengths if return_input_lengths else out_lengths
+
+        return forward
+
+    return make
+
+
 # name: (exercise, part, what to patch, replacement built from the loaded module, words the message must contain)
 # fmt: off
 MISTAKES = {
@@ -384,11 +699,30 @@ MISTAKES = {
     "1e padding in statistics": (1, "e", "normalize_over_valid_frames", _normalise_with_padding, "include the padded frames"),
     "1e one mean per bin": (1, "e", "normalize_over_valid_frames", _normalise_each_bin, "each frequency bin"),
     "1e padding not zeroed": (1, "e", "normalize_over_valid_frames", lambda m: lambda s, n: s - 1.0, "exactly 0"),
-    "2a no final blank": (2, "a", "extend_with_blanks", lambda m: lambda y: torch.stack([torch.zeros_like(y), y], 1).flatten(), "once at the end"),
-    "2b skips between equal labels": (2, "b", "ctc_alphas", _alphas_skipping_equal_labels, "equal labels"),
-    "2c final blank only": (2, "c", "ctc_negative_log_likelihood", lambda m: lambda lp, y: -m.ctc_alphas(lp, y)[-1, -1], "final blank"),
-    "2c not negated": (2, "c", "ctc_negative_log_likelihood", lambda m: lambda lp, y: torch.logsumexp(m.ctc_alphas(lp, y)[-1, -2:], 0), "negative"),
-    "2d blanks dropped before collapsing": (2, "d", "greedy_decode", _greedy_drop_blanks_first, "merge first, then drop blanks"),
+    "1a int() instead of round()": (1, "a", "frame_sizes", lambda m: lambda sr, w=20.0, s=10.0: (int(sr * w / 1000), int(sr * s / 1000)), "round()"),
+    "1c Hamming window": (1, "c", "power_spectrum", lambda m: lambda fr: torch.fft.rfft(fr * torch.hamming_window(fr.shape[-1]), dim=-1).abs().square().T, "Hamming window"),
+    "1d no log": (1, "d", "log_power_spectrogram", _stft_with(lambda power: power), "the power itself"),
+    "1d decibels": (1, "d", "log_power_spectrogram", _stft_with(lambda power: 10 * torch.log10(power + 1e-10)), "decibels"),
+    "1d log1p": (1, "d", "log_power_spectrogram", _stft_with(torch.log1p), "log1p"),
+    "1e multiplied by the mask": (1, "e", "normalize_over_valid_frames", _normalise_by_multiplying, "Multiplying by a 0/1 mask"),
+    "2a blanks dropped before merging": (2, "a", "collapse", _collapse_blanks_first, "merge first, then drop blanks"),
+    "2a probability instead of its log": (2, "a", "brute_force_log_likelihood", lambda m: (lambda f: lambda lp, y: f(lp, y).exp())(m.brute_force_log_likelihood), "return its log"),
+    "2a only the best path": (2, "a", "brute_force_log_likelihood", _brute_force_best_path_only, "single most probable path"),
+    "2b no final blank": (2, "b", "extend_with_blanks", lambda m: lambda y: torch.stack([torch.zeros_like(y), y], 1).flatten(), "once at the end"),
+    "2c skips between equal labels": (2, "c", "ctc_alphas", _alphas_skipping_equal_labels, "equal labels"),
+    "2c Viterbi max instead of logsumexp": (2, "c", "ctc_alphas", _alphas(combine="max"), "Viterbi"),
+    "2c no skip transition": (2, "c", "ctc_alphas", _alphas(skip=False), "never skips a blank"),
+    "2c naive log(sum(exp))": (2, "c", "ctc_alphas", _alphas(combine="naive", log_zero=float("-inf")), "log(sum(exp(...))) underflowing"),
+    "2d final blank only": (2, "d", "ctc_negative_log_likelihood", lambda m: lambda lp, y: -m.ctc_alphas(lp, y)[-1, -1], "final blank"),
+    "2d not negated": (2, "d", "ctc_negative_log_likelihood", lambda m: lambda lp, y: torch.logsumexp(m.ctc_alphas(lp, y)[-1, -2:], 0), "negative"),
+    "2d loss bypasses the alphas": (2, "d", "ctc_negative_log_likelihood", _loss_from_f_ctc_loss, "must compute the loss from ctc_alphas"),
+    "2e -inf in the recursion: NaN gradients": (2, "e", "ctc_alphas", _alphas(log_zero=float("-inf")), "NaN"),
+    "2e detached recursion": (2, "e", "ctc_alphas", _alphas(detach=True), "detached"),
+    "2e sum over the batch": (2, "e", "batch_ctc_loss", _batch_loss(reduce="sum"), "sum over the batch"),
+    "2e loss per character": (2, "e", "batch_ctc_loss", _batch_loss(reduce="per character"), "transcript length"),
+    "2e padded frames in the loss": (2, "e", "batch_ctc_loss", _batch_loss(padded_frames=True), "padded frames entered the loss"),
+    "2e batch loss bypasses part d": (2, "e", "batch_ctc_loss", lambda m: ds2.ctc_loss, "must average ctc_negative_log_likelihood"),
+    "2f blanks dropped before collapsing": (2, "f", "greedy_decode", _greedy_drop_blanks_first, "merge first, then drop blanks"),
     "3a no ceiling": (3, "a", "clipped_relu", lambda m: lambda x, ceiling=20.0: torch.relu(x), "ceiling"),
     "3b padding in statistics": (3, "b", "masked_mean_and_variance", lambda m: _statistics(padding=True), "padded frames"),
     "3b unbiased variance": (3, "b", "masked_mean_and_variance", lambda m: _statistics(unbiased=True), "unbiased"),
@@ -405,6 +739,8 @@ MISTAKES = {
     "4b numpy ints": (4, "b", "shuffled_batches", lambda m: _numpy_ints, "plain Python ints"),
     "4c always sorted": (4, "c", "sortagrad_batches", lambda m: lambda ls, b, e, s=0: m.batches_by_length(ls, b), "later epochs are shuffled"),
     "4c never sorted": (4, "c", "sortagrad_batches", lambda m: lambda ls, b, e, s=0: m.shuffled_batches(len(ls), b, e + 1, s), "increasing length"),
+    "4a sorted lengths, not indices": (4, "a", "batches_by_length", lambda m: _sorted_lengths, "the lengths themselves"),
+    "4c random batches ordered by their longest": (4, "c", "sortagrad_batches", _random_batches_by_longest, "curriculum of short utterances first is lost"),
     "5a raw log spectrogram": (5, "a", "featurize_split", _featurize_with(ds2.log_spectrogram), "raw log spectrogram"),
     "5a no floor": (5, "a", "featurize_split", _featurize_with(lambda w: ds2.normalize_spectrogram(ds2.log_spectrogram(w), floor_db=None)), "50 dB floor"),
     "5a featurized as one padded batch": (5, "a", "featurize_split", _featurize_as_one_batch, "unpadded"),
@@ -416,10 +752,42 @@ MISTAKES = {
     "5c new optimizer every step": (5, "c", "train", _train(new_optimizer_each_step=True), "one torch.optim.Adam"),
     "5c no SortaGrad": (5, "c", "train", _train(shuffle_first_epoch=True), "shortest utterances to the longest"),
     "5c whole epochs only": (5, "c", "train", _train(whole_epochs=True), "exactly num_steps"),
+    "5c learning rate ignored": (5, "c", "train", _train(learning_rate_ignored=True), "learning rate ignored"),
+    "5c no cosine decay": (5, "c", "train", _train(no_decay=True), "no cosine decay"),
     "5d train mode": (5, "d", "evaluate_cer", _evaluate_cer(train_mode=True), "model.eval()"),
     "5d padded frames decoded": (5, "d", "evaluate_cer", _evaluate_cer(decode_padding=True), "padded frames"),
     "5d mean of per-utterance CERs": (5, "d", "evaluate_cer", _evaluate_cer(mean_per_utterance=True), "per-utterance"),
     "5e own step budget": (5, "e", "train_and_evaluate", _fixed_step_budget, "exactly the 2 steps"),
+    "6a no separate blank / non-blank probabilities": (6, "a", "extend_prefixes", _extend(separate=False), "double letter"),
+    "6a repeats not collapsed": (6, "a", "extend_prefixes", _extend(collapse_repeats=False), "repeats not collapsed"),
+    "6b LM scored per character": (6, "b", "lm_log_prob", _lm_per_character, "scored per character"),
+    "6b the word being spelt scored": (6, "b", "lm_log_prob", _lm_partial_word, "still being spelt"),
+    "6c beta never applied": (6, "c", "fused_score", _fused_without_beta, "beta never applied"),
+    "6d no separate blank / non-blank probabilities": (6, "d", "extend_prefixes", _extend(separate=False), "double letter"),
+    "6d repeats not collapsed": (6, "d", "extend_prefixes", _extend(collapse_repeats=False), "repeats not collapsed"),
+    "6d beta never applied": (6, "d", "prefix_beam_search", _search_with(beta_zero=True), "beta never applied"),
+    "6d search bypasses its parts": (6, "d", "prefix_beam_search", lambda m: lambda lp, bw=16, lm=None, a=0.0, b=0.0, p=-10.0: ds2.prefix_beam_search(lp, bw, lm, a, b), "build the search from your parts"),
+    "6d LM never used": (6, "d", "prefix_beam_search", _search_with(alpha_zero=True), "the LM never entered the ranking"),
+    "7a T // 2": (7, "a", "front_end_output_lengths", _front_end_lengths(floor_half=True), "T // 2 drops the last frame"),
+    "7a no padding": (7, "a", "front_end_output_lengths", _front_end_lengths(no_padding=True), "padding is missing"),
+    "7a every layer strides in time": (7, "a", "front_end_output_lengths", _front_end_lengths(time_strides=(2, 2, 2)), "only the first layer strides in time"),
+    "7a true division": (7, "a", "front_end_output_lengths", _front_end_lengths(true_division=True), "use // (floor division)"),
+    "7b (frequency, channel) flattening": (7, "b", "ConvFrontEnd.forward", _front_end(flatten_frequency_first=True), "channel outermost"),
+    "7b statistics over the padding": (7, "b", "ConvFrontEnd.forward", _front_end(statistics_over_padding=True), "statistics include the padded positions"),
+    "7b input padding not zeroed": (7, "b", "ConvFrontEnd.forward", _front_end(input_not_zeroed=True), "padded frames of the input were not zeroed"),
+    "7b ReLU without the ceiling": (7, "b", "ConvFrontEnd.forward", _front_end(relu=True), "without the ceiling"),
+    "7c directions concatenated": (7, "c", "BidirectionalSum.forward", _bidirectional(concatenate=True), "concatenated"),
+    "7c torch.flip of the padded batch": (7, "c", "BidirectionalSum.forward", _bidirectional(torch_flip=True), "backward layer starts in the padding"),
+    "7c backward output not reversed back": (7, "c", "BidirectionalSum.forward", _bidirectional(not_reversed_back=True), "still reversed"),
+    "7c reverse_within_lengths is torch.flip": (7, "c", "reverse_within_lengths", lambda m: lambda x, lengths: x.flip(1), "torch.flip reverses the padding too"),
+    "7d looks back in time": (7, "d", "LookaheadConvolution.forward", _lookahead(looks_back=True), "looks back in time"),
+    "7d reads the padding": (7, "d", "LookaheadConvolution.forward", _lookahead(reads_padding=True), "read the padding"),
+    "7d taps reversed": (7, "d", "LookaheadConvolution.forward", _lookahead(flipped=True), "taps are reversed"),
+    "7e spectrogram lengths to the recurrent layers": (7, "e", "DeepSpeech2.forward", _model_forward(input_lengths=True), "got the spectrogram's lengths"),
+    "7e spectrogram lengths returned": (7, "e", "DeepSpeech2.forward", _model_forward(return_input_lengths=True), "are the spectrogram's lengths"),
+    "7e softmax instead of log_softmax": (7, "e", "DeepSpeech2.forward", _model_forward(softmax=True), "probabilities (softmax)"),
+    "7e no log_softmax": (7, "e", "DeepSpeech2.forward", _model_forward(logits=True), "raw scores"),
+    "7e lookahead skipped": (7, "e", "DeepSpeech2.forward", _model_forward(skip_lookahead=True), "lookahead never ran"),
 }
 # fmt: on
 
@@ -468,6 +836,51 @@ def test_the_ctc_reference_oracle_agrees_with_f_ctc_loss():
         assert -torch.logsumexp(reference_alphas(log_probs, label)[-1, -2:], 0) == pytest.approx(
             float(expected), rel=1e-9
         )
+
+
+def test_the_brute_force_alignment_oracle_agrees_with_f_ctc_loss():
+    # Exercise 6's oracle: summing its blank- and non-blank-ending probabilities gives p(y|x).
+    from checks.ex06_beam_search import _tiny_log_probs, enumerate_alignments
+
+    symbols = [ds2.BLANK, *ds2.encode_text("ab").tolist()]
+    log_probs = _tiny_log_probs(5, symbols, 0)
+    table = enumerate_alignments(log_probs, symbols)
+    for text in ("ab", "aba", "a", "bb"):
+        label = ds2.encode_text(text)
+        expected = -F.ctc_loss(log_probs[:, None], label[None], [5], [len(label)], reduction="sum")
+        assert float(np.logaddexp(*table[tuple(label.tolist())])) == pytest.approx(float(expected), abs=1e-9)
+    assert sum(math.exp(np.logaddexp(*pair)) for pair in table.values()) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_the_beam_search_cases_can_tell_the_mistakes_apart():
+    # Exercise 6, part d: each (alpha, beta) of the brute-force LM case has its own answer, so ignoring alpha
+    # or beta cannot pass; and the LM case really flips the greedy answer in the library's search too.
+    from checks import ex06_beam_search as checks6
+
+    log_probs, symbols = checks6.lm_case_log_probs()
+    answers = [checks6.exact_best(log_probs, symbols, checks6.small_lm(), *case) for case in checks6.LM_CASES]
+    assert len(set(answers)) == len(answers), answers
+    two = checks6._frames([{"-": 0.6, "a": 0.4}, {"-": 0.6, "a": 0.4}])
+    assert ds2.greedy_decode(two)[0] == "" and checks6.exact_best(two, [0, ds2.ALPHABET.index("a")]) == "a"
+
+
+def test_the_conv_front_end_oracle_counts_real_frames():
+    # Exercise 7, part a's oracle runs the library's front-end; it must agree with the textbook formula.
+    from checks.ex07_model import real_output_frames
+
+    for num_layers in (1, 2, 3):
+        expected = torch.arange(1, 501)
+        for index in range(num_layers):
+            kernel, stride = ds2.PAPER_CONV_KERNELS[index][1], ds2.PAPER_CONV_STRIDES[index][1]
+            expected = (expected + 2 * (kernel // 2) - kernel) // stride + 1
+        assert list(real_output_frames(num_layers)) == expected.tolist()
+
+
+def test_exercise_7_needs_only_the_recurrent_layers_interface():
+    # GRULayer's insides may change; exercise 7 (solution and checks) must never reach into them.
+    for path in (check.exercise_path(7, "solutions"), ROOT / "exercises" / "checks" / "ex07_model.py"):
+        source = path.read_text()
+        assert ".gru." not in source and "weight_ih" not in source and "_suffixes" not in source, path
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -230,8 +230,8 @@ def test_ctc_trellis_figure_shows_the_alphas_and_agrees_with_ctc_loss(tmp_path, 
 
 
 def test_ctc_trellis_figure_is_a_png_registered_in_the_figure_list(tmp_path):
-    assert "ctc_trellis.png" in visualization.FIGURE_NAMES
-    path = tmp_path / "ctc_trellis.png"
+    assert "08_ctc_trellis.png" in visualization.FIGURE_NAMES
+    path = tmp_path / "08_ctc_trellis.png"
     visualization.figure_ctc_trellis(path)
     assert path.read_bytes().startswith(PNG_SIGNATURE)
     image = matplotlib.image.imread(path)

@@ -37,9 +37,16 @@ def check_frame_arithmetic(module) -> None:
         (48000, 20.0, 10.0, (960, 480)),
         (16000, 25.0, 10.0, (400, 160)),
         (22050, 20.0, 10.0, (441, 220)),  # 220.5 samples: Python's round() gives 220
+        (11025, 25.0, 10.0, (276, 110)),  # 275.625 samples: rounds up, where int() would truncate
     ]:
         got = call(module, "frame_sizes", sample_rate, window_ms, stride_ms)
         got = tuple(got) if isinstance(got, list | tuple) else got
+        exact = (sample_rate * window_ms / 1000, sample_rate * stride_ms / 1000)
+        if got == tuple(int(value) for value in exact) != expected:
+            raise CheckFailed(
+                f"frame_sizes({sample_rate}, {window_ms}, {stride_ms}): expected {expected}, got {got}: int() "
+                f"cuts {exact[0]:g} samples down to {int(exact[0])}; round to the nearest sample with round()"
+            )
         expect_equal(f"frame_sizes({sample_rate}, {window_ms}, {stride_ms})", got, expected)
     # Frame counts against what unfold really produces, for every length around the edges and beyond.
     for window, hop in [(320, 160), (400, 160), (7, 3), (5, 5)]:
@@ -111,6 +118,11 @@ def check_power_spectrum(module) -> None:
                     _stft_power(waveform, window, hop, periodic=False),
                     "that is the symmetric Hann window; use the periodic one, torch.hann_window(W)",
                 ),
+                (
+                    torch.fft.rfft(frames * torch.hamming_window(window), dim=-1).abs().square().T,
+                    "that is a Hamming window (0.54 - 0.46 cos); the lesson uses the Hann window "
+                    "(0.5 - 0.5 cos), torch.hann_window(W)",
+                ),
             ]
             for candidate, message in mistakes:
                 if is_close(got, candidate, atol, 1e-4):
@@ -123,6 +135,29 @@ def check_power_spectrum(module) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _name_the_log(what: str, got, waveform: torch.Tensor, sample_rate: int) -> None:
+    """Raise CheckFailed if ``got`` is the power spectrogram under a wrong (or no) logarithm."""
+    window, hop = ds2.frame_parameters(sample_rate)
+    power = _stft_power(waveform, window, hop)  # (F, T)
+    for candidate, message in [
+        (torch.log10(power + 1e-10), "that is log10; the lesson uses the natural log, torch.log"),
+        (
+            10 * torch.log10(power + 1e-10),
+            "that is decibels, 10 log10(power); the lesson uses the natural log, torch.log(power + eps)",
+        ),
+        (
+            torch.log1p(power),
+            "that is log1p(power) = log(1 + power), which squashes every quiet bin to about 0; add eps "
+            "(1e-10), not 1: torch.log(power + eps)",
+        ),
+        (power, "that is the power itself; take its logarithm, torch.log(power + eps)"),
+    ]:
+        if is_close(
+            got, candidate, 1e-3 * float(candidate.abs().max()) if candidate is power else 1e-3, 1e-4
+        ):
+            raise CheckFailed(f"{what}: {message}")
+
+
 def check_log_spectrogram(module) -> None:
     generator = torch.Generator().manual_seed(3)
     for sample_rate, seconds in [(16000, 0.5), (8000, 0.73), (16000, 0.02)]:
@@ -131,8 +166,8 @@ def check_log_spectrogram(module) -> None:
         expected = ds2.log_spectrogram(waveform, sample_rate)  # (F, T)
         what = f"log_power_spectrogram of {num_samples} samples at {sample_rate} Hz"
         got = call(module, "log_power_spectrogram", waveform, sample_rate)
-        if is_close(got, expected / torch.log(torch.tensor(10.0)), 1e-3, 1e-4):
-            raise CheckFailed(f"{what}: that is log10; the lesson uses the natural log, torch.log")
+        if not is_close(got, expected, 1e-3, 1e-4):
+            _name_the_log(what, got, waveform, sample_rate)
         expect_close(what, got, expected, atol=1e-3, rtol=1e-4)
     # Second oracle: torchaudio's Spectrogram (power=2, no centre padding), then the log.
     waveform = torch.randn(16000, generator=generator)
@@ -194,6 +229,25 @@ def check_normalisation(module) -> None:
             raise CheckFailed(
                 f"{what}: you normalised each frequency bin separately; use one mean and one std per utterance"
             )
+    expect_close(what, got, expected, atol=1e-4, rtol=1e-4)
+    # Padding that holds inf and NaN (leftovers of a failed computation, say) must change nothing either.
+    poisoned = garbage.clone()
+    poisoned[padding] = torch.where(
+        torch.rand(int(padding.sum()), generator=generator) < 0.5, float("inf"), float("nan")
+    )
+    what = "normalize_over_valid_frames of the same batch with inf and NaN in the padding"
+    got = expect_shape(what, call(module, "normalize_over_valid_frames", poisoned, lengths), expected.shape)
+    if not torch.isfinite(got.detach()[~padding]).all():
+        raise CheckFailed(
+            f"{what}: NaN or inf came out on valid frames: the padded values entered some arithmetic. "
+            "Multiplying by a 0/1 mask does not remove them (inf * 0 and NaN * 0 are NaN); select with "
+            "masked_fill (or torch.where) instead"
+        )
+    if not torch.equal(got.detach()[padding], torch.zeros(int(padding.sum()))):
+        raise CheckFailed(
+            f"{what}: padded frames must come out as exactly 0 (multiplying NaN by a 0/1 mask gives NaN, "
+            "not 0: use masked_fill)"
+        )
     expect_close(what, got, expected, atol=1e-4, rtol=1e-4)
     # A batch of one, no padding, and values far from 0: the plain case.
     single = torch.randn(1, 161, 25, generator=generator) * 5 + 100

@@ -4,6 +4,11 @@ There is no library oracle for a batching plan, so the checks test the propertie
 every index exactly once per epoch, full minibatches except possibly the last, epoch 0 in order of
 increasing length, later epochs shuffled, different from epoch to epoch, identical for the same seed and
 epoch whatever the global random state, and different for another seed.
+
+Epoch 0 must sort the utterances themselves. A plan of random minibatches that are only ordered by their
+longest utterance also fits §3.3's description of the order, but its first minibatches already hold long
+utterances, so it loses the curriculum that is SortaGrad's point (and the exercise's part a asks for the
+sorted plan); the check refuses it and says why.
 """
 
 from __future__ import annotations
@@ -27,13 +32,19 @@ def _lengths(count: int, seed: int) -> list[int]:
 
 
 def _expect_plan(
-    what: str, plan, num_samples: int, batch_size: int, full_then_rest: bool = True
+    what: str,
+    plan,
+    num_samples: int,
+    batch_size: int,
+    full_then_rest: bool = True,
+    lengths: list[int] | None = None,
 ) -> list[int]:
     """A valid plan: lists of Python ints, every index exactly once; returns the plan's order of indices.
 
     ``full_then_rest``: full minibatches, then the remainder (the sorted plan). A shuffled plan may put its
     smaller minibatch(es) anywhere: a plan that shuffles length-sorted minibatches, as
-    ``implementation.sortagrad_batches`` does, is as valid as one that shuffles samples.
+    ``implementation.sortagrad_batches`` does, is as valid as one that shuffles samples. ``lengths``, when
+    given, lets the message recognise a plan of sorted lengths instead of sample indices.
     """
     if not isinstance(plan, list) or not all(isinstance(batch, list) for batch in plan):
         raise CheckFailed(
@@ -46,6 +57,16 @@ def _expect_plan(
                     f"{what}: minibatch {number} holds a {type(index).__name__}; return plain Python ints (int(i), or .tolist())"
                 )
     order = [index for batch in plan for index in batch]
+    if (
+        lengths is not None
+        and order == sorted(lengths)
+        and order != sorted(range(num_samples), key=lengths.__getitem__)
+    ):
+        raise CheckFailed(
+            f"{what}: the minibatches hold the lengths themselves, sorted ({order[:6]}...); return the sample "
+            "indices (positions in lengths), ordered by their length: sort range(len(lengths)) with "
+            "key=lambda i: lengths[i]"
+        )
     seen = set(order)
     missing = sorted(set(range(num_samples)) - seen)
     if len(order) != len(seen):
@@ -58,7 +79,14 @@ def _expect_plan(
         raise CheckFailed(
             f"{what}: every sample 0..{num_samples - 1} must appear exactly once; missing {missing[:5]}"
             + (f", out of range {extra}" if extra else "")
-            + (" (is the last, partial minibatch dropped?)" if missing and num_samples % batch_size else "")
+            + (
+                " (is the last, partial minibatch dropped?)"
+                if missing
+                and num_samples % batch_size
+                and len(order) == num_samples - num_samples % batch_size
+                and seen <= set(range(num_samples))
+                else ""
+            )
         )
     sizes = [len(batch) for batch in plan]
     if not full_then_rest:
@@ -86,7 +114,7 @@ def _expect_plan(
 
 def check_sorted_plan(module) -> None:
     small = call(module, "batches_by_length", [5, 1, 3], 2)
-    _expect_plan("batches_by_length([5, 1, 3], 2)", small, 3, 2)
+    _expect_plan("batches_by_length([5, 1, 3], 2)", small, 3, 2, lengths=[5, 1, 3])
     if small != [[1, 2], [0]]:
         raise CheckFailed(f"batches_by_length([5, 1, 3], 2): expected [[1, 2], [0]], got {small!r}")
     for count, batch_size, seed in [(50, 8, 1), (48, 8, 2), (7, 32, 3), (9, 1, 4), (1, 4, 5)]:
@@ -94,7 +122,11 @@ def check_sorted_plan(module) -> None:
         lengths[: count // 3] = [lengths[0]] * (count // 3)  # plenty of ties
         what = f"batches_by_length({count} utterances, batch_size={batch_size})"
         order = _expect_plan(
-            what, call(module, "batches_by_length", list(lengths), batch_size), count, batch_size
+            what,
+            call(module, "batches_by_length", list(lengths), batch_size),
+            count,
+            batch_size,
+            lengths=lengths,
         )
         in_order = [lengths[index] for index in order]
         if in_order != sorted(lengths):
@@ -176,9 +208,25 @@ def check_sortagrad(module) -> None:
         lengths = _lengths(count, count)
         what = f"sortagrad_batches epoch 0 ({count} utterances, batch_size {batch_size})"
         plan = call(module, "sortagrad_batches", list(lengths), batch_size, 0, 7)
-        order = _expect_plan(what, plan, count, batch_size)
+        order = _expect_plan(what, plan, count, batch_size, full_then_rest=False, lengths=lengths)
         longest = [max(lengths[index] for index in batch) for batch in plan]
-        if longest != sorted(longest) or [lengths[i] for i in order] != sorted(lengths):
+        contents = [sorted(lengths[index] for index in batch) for batch in plan]
+        ascending = sorted(lengths)
+        sorted_contents = [ascending[i : i + batch_size] for i in range(0, count, batch_size)]
+        in_order = [lengths[i] for i in order]
+        if longest == sorted(longest) and in_order != ascending and contents != sorted_contents:
+            # The literal reading of §3.3: random minibatches, ordered by their longest utterance.
+            first = sorted(lengths[index] for index in plan[0])
+            shortest = sorted(lengths)[: len(plan[0])]
+            raise CheckFailed(
+                f"{what}: the minibatches come in increasing order of their longest utterance ({longest[:4]}...), "
+                "as §3.3 describes the order, but each minibatch is a random draw of utterances, so the first one "
+                f"already holds lengths up to {first[-1]}, where the {len(first)} shortest utterances go up to "
+                f"{shortest[-1]}: the curriculum of short utterances first is lost. Sort the utterances "
+                "themselves (part a): the minibatches' longest utterances then increase too"
+            )
+        _expect_plan(what, plan, count, batch_size)  # full minibatches, then the rest
+        if longest != sorted(longest) or in_order != ascending:
             raise CheckFailed(
                 f"{what}: the first epoch must go in order of increasing length (longest per minibatch: {longest[:6]}...)"
             )

@@ -1,9 +1,11 @@
 """Checks for exercise 5 (Deep Speech 2 end to end; DS2 §3).
 
-Oracles: ``implementation.featurize`` (part a); the same step done here on a copy of the same seeded
-model, with ``implementation.ctc_loss`` and ``clip_grad_norm_`` and plain SGD, so the updated weights must
-agree (part b); a recording stand-in for ``training_step`` that checks the minibatch plan, then a real
-run whose loss on a tiny set must fall (part c); ``implementation.evaluate`` (``greedy_decode`` +
+Oracles: ``implementation.featurize`` (part a); ``implementation.train_step``, the library's step, run on
+a copy of the same seeded model with the same minibatch, seed and plain SGD, so the updated weights and
+BatchNorm statistics must agree (part b); a recording stand-in for ``training_step`` that checks the
+minibatch plan (SortaGrad over several seeds, so a shuffled first epoch cannot pass by luck) and the
+learning rate of every step against ``implementation.learning_rate``, then a real run whose loss on a
+tiny set must fall (part c); ``implementation.evaluate`` (``greedy_decode`` +
 ``character_error_rate``) on a fixed seeded model (part d); and, for part e, a model trained with the
 learner's own code on synthetic speech and scored here by ``implementation.evaluate`` on speakers it has
 never heard, against a bar set from measured runs of the solution.
@@ -130,18 +132,22 @@ def check_featurize_split(module) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _oracle_step(model, spectrograms, texts, clip_norm: float, learning_rate: float):
-    """The step done here, on ``model`` itself: (loss, grad norm before clipping)."""
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+def _gradient_norm(model, spectrograms, texts) -> float:
+    """The global norm of the loss's gradient before clipping, computed on a copy of ``model``."""
+    model = copy.deepcopy(model).train()
     batch = ds2.collate(spectrograms, texts)
     log_probs, out_lengths = model(batch.spectrograms, batch.lengths)  # (B, T', 29)
     loss = ds2.ctc_loss(log_probs, batch.targets, out_lengths, batch.target_lengths)
-    optimizer.zero_grad()
+    model.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-    optimizer.step()
-    return loss.item(), float(grad_norm)
+    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
+
+
+def _library_step(model, spectrograms, texts, clip_norm: float, learning_rate: float, seed: int) -> float:
+    """``implementation.train_step`` on ``model`` itself (a copy of the learner's), plain SGD; the loss."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    torch.manual_seed(seed)
+    return ds2.train_step(model, optimizer, ds2.collate(spectrograms, texts), clip_norm)
 
 
 def _loss_variants(model, spectrograms, texts) -> dict[str, float]:
@@ -163,9 +169,10 @@ def _loss_variants(model, spectrograms, texts) -> dict[str, float]:
 
 
 def _parameters_differ(model, oracle) -> str | None:
-    """The name of the first parameter whose value differs from the oracle's, or None."""
-    for (name, mine), theirs in zip(model.named_parameters(), oracle.parameters(), strict=True):
-        if not is_close(mine.detach(), theirs.detach(), 1e-5, 1e-4):
+    """The name of the first parameter or buffer whose value differs from the oracle's, or None."""
+    theirs = dict(oracle.named_parameters()) | dict(oracle.named_buffers())
+    for name, mine in [*model.named_parameters(), *model.named_buffers()]:
+        if mine.is_floating_point() and not is_close(mine.detach(), theirs[name].detach(), 1e-5, 1e-4):
             return name
     return None
 
@@ -191,13 +198,13 @@ def check_training_step(module) -> None:
                 parameter.grad = torch.full_like(parameter, 3.0)
         before = [parameter.detach().clone() for parameter in model.parameters()]
         variants = _loss_variants(model, spectrograms, texts)
-        oracle = copy.deepcopy(model)
-        oracle_loss, oracle_norm = _oracle_step(oracle, spectrograms, texts, 1e9, learning_rate)
+        oracle_norm = _gradient_norm(model, spectrograms, texts)
         clip_norm = oracle_norm / 4  # so clipping must really scale the gradient down
-        oracle = copy.deepcopy(model)
-        oracle_loss, oracle_norm = _oracle_step(oracle, spectrograms, texts, clip_norm, learning_rate)
+        oracle = copy.deepcopy(model)  # the same weights, leftover gradients and mode as the learner's
+        oracle_loss = _library_step(oracle, spectrograms, texts, clip_norm, learning_rate, seed=52)
 
         optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+        torch.manual_seed(52)  # the same seed as the library's step
         got = call(module, "training_step", model, optimizer, spectrograms, texts, clip_norm)
         what = f"training_step (4 utterances, plain SGD, clip_norm={clip_norm:.3g})"
         if attempt == "stale":
@@ -217,8 +224,8 @@ def check_training_step(module) -> None:
                 if math.isclose(loss, variants[name], rel_tol=1e-4, abs_tol=1e-4):
                     raise CheckFailed(f"{what}: loss {loss:.6g} is {message}")
             raise CheckFailed(
-                f"{what}: expected loss {oracle_loss:.6g} (implementation.ctc_loss of the model's output, with "
-                f"out_lengths), got {loss:.6g}"
+                f"{what}: expected loss {oracle_loss:.6g} (implementation.train_step: implementation.ctc_loss of "
+                f"the model's output, with out_lengths), got {loss:.6g}"
             )
         if not math.isfinite(grad_norm) or grad_norm <= 0:
             raise CheckFailed(
@@ -242,8 +249,9 @@ def check_training_step(module) -> None:
                     "(torch.nn.utils.clip_grad_norm_) after backward and before optimizer.step()"
                 )
             raise CheckFailed(
-                f"{what}: after the step, parameter {_parameters_differ(model, oracle)} differs from one "
-                "SGD step on the clipped gradient of implementation.ctc_loss"
+                f"{what}: after the step, {_parameters_differ(model, oracle)} differs from what "
+                "implementation.train_step gives on a copy of the same model, minibatch and seed (one SGD step "
+                "on the clipped gradient of implementation.ctc_loss, in training mode)"
             )
         if math.isclose(grad_norm, clip_norm, rel_tol=1e-4) and not math.isclose(
             oracle_norm, clip_norm, rel_tol=1e-4
@@ -264,26 +272,37 @@ def check_training_step(module) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _check_plan(module) -> None:
-    """Replace training_step with a recorder: the right minibatches, one optimizer, exactly num_steps."""
-    frames = [57, 12, 90, 33, 41, 75, 20, 64, 28, 50]
+def _record_train(module, model, frames: list[int], num_steps: int, batch_size: int, lr: float, clip, seed):
+    """Run the learner's ``train`` with ``training_step`` replaced by a recorder; (losses, calls, texts).
+
+    Each call is recorded as ``(model, optimizer, indices, texts, clip_norm, learning rates)``: the
+    indices of the spectrograms it got, and the learning rate of every parameter group at that moment.
+    """
     spectrograms = [torch.zeros(161, length) for length in frames]
-    texts = [f"utterance {word}" for word in "zero one two three four five six seven eight nine".split()]
+    texts = [f"utterance {index}" for index in range(len(frames))]
     index_of = {id(spectrogram): index for index, spectrogram in enumerate(spectrograms)}
-    model = _seeded_model(53)
     calls = []
 
     def recording_step(model_, optimizer, batch_spectrograms, batch_texts, clip_norm=5.0):
         indices = [index_of.get(id(spectrogram), -1) for spectrogram in batch_spectrograms]
-        calls.append((model_, optimizer, indices, list(batch_texts), clip_norm))
+        rates = [group["lr"] for group in optimizer.param_groups]
+        calls.append((model_, optimizer, indices, list(batch_texts), clip_norm, rates))
         return float(100 - len(calls)), 1.0
 
     original = module.training_step
     module.training_step = recording_step
     try:
-        losses = call(module, "train", model, spectrograms, texts, 7, 4, 1e-3, 2.5, 3)
+        losses = call(module, "train", model, spectrograms, texts, num_steps, batch_size, lr, clip, seed)
     finally:
         module.training_step = original
+    return losses, calls, texts
+
+
+def _check_plan(module) -> None:
+    """Replace training_step with a recorder: the right minibatches, one optimizer, exactly num_steps."""
+    frames = [57, 12, 90, 33, 41, 75, 20, 64, 28, 50]
+    model = _seeded_model(53)
+    losses, calls, texts = _record_train(module, model, frames, 7, 4, 7e-4, 2.5, 3)
     what = "train(10 utterances, num_steps=7, batch_size=4)"
     if len(calls) != 7:
         raise CheckFailed(
@@ -295,7 +314,7 @@ def _check_plan(module) -> None:
         raise CheckFailed(
             f"{what}: expected the list of the 7 losses training_step returned, in order; got {losses!r}"
         )
-    for model_, _optimizer, indices, batch_texts, clip_norm in calls:
+    for model_, _optimizer, indices, batch_texts, clip_norm, _rates in calls:
         if model_ is not model:
             raise CheckFailed(f"{what}: training_step must get the model train was given")
         if -1 in indices:
@@ -325,11 +344,66 @@ def _check_plan(module) -> None:
                 f"{what}: epoch {epoch} should use every utterance exactly once in minibatches of at most 4; "
                 f"the first 7 minibatches held {[c[2] for c in calls]}"
             )
-    in_order = [frames[index] for index in epochs[0]]
+    _check_first_epoch_sorted(module, what, frames, epochs[0])
+    _check_learning_rates(module)
+
+
+def _check_first_epoch_sorted(module, what: str, frames: list[int], first_epoch: list[int]) -> None:
+    """Epoch 0 goes from the shortest utterance to the longest, for several seeds and many minibatches.
+
+    Three minibatches can come out in length order by chance (a shuffled epoch sorts within pools, so one
+    time in six); twelve minibatches under three seeds cannot (one time in 12! cubed).
+    """
+    in_order = [frames[index] for index in first_epoch]
     if in_order != sorted(in_order):
         raise CheckFailed(
             f"{what}: epoch 0 must go from the shortest utterances to the longest (SortaGrad, §3.3); the "
             f"frame counts came in the order {in_order}"
+        )
+    lengths = torch.randperm(400, generator=torch.Generator().manual_seed(54))[:48].add(20).tolist()
+    for seed in (0, 1, 2):
+        _, calls, _ = _record_train(module, _seeded_model(53), lengths, 12, 4, 1e-3, 5.0, seed)
+        in_order = [lengths[index] for c in calls for index in c[2]]
+        if in_order != sorted(in_order):
+            raise CheckFailed(
+                f"train(48 utterances, num_steps=12, batch_size=4, seed={seed}): epoch 0 must go from the "
+                "shortest utterances to the longest (SortaGrad, §3.3), whatever the seed; the frame counts "
+                f"came in the order {in_order[:12]}..."
+            )
+
+
+def _check_learning_rates(module) -> None:
+    """Every step's learning rate follows implementation.learning_rate, scaled by the learning_rate given."""
+    frames = [57, 12, 90, 33, 41, 75, 20, 64, 28, 50]
+    num_steps = 9
+    rates = {}
+    for peak in (7e-4, 2e-2):
+        _, calls, _ = _record_train(module, _seeded_model(53), frames, num_steps, 4, peak, 5.0, 0)
+        if len(calls) != num_steps:
+            raise CheckFailed(
+                f"train(10 utterances, num_steps={num_steps}): training_step was called {len(calls)} times"
+            )
+        rates[peak] = [c[5][0] for c in calls]
+    what = f"train(10 utterances, num_steps={num_steps}, learning_rate=7e-4)"
+    got = rates[7e-4]
+    expected = [ds2.learning_rate(step, num_steps, 7e-4) for step in range(num_steps)]
+    if all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(got, rates[2e-2], strict=True)):
+        default = {1e-3: " (Adam's default)", 3e-3: " (train's default)"}.get(round(got[0], 12), "")
+        raise CheckFailed(
+            f"{what}: learning rate ignored: the steps ran at lr {got[0]:.3g}{default} whether train was given "
+            "learning_rate=7e-4 or 2e-2; build the optimizer with lr=learning_rate and scale the schedule by it"
+        )
+    if all(math.isclose(rate, got[0], rel_tol=1e-9) for rate in got):
+        raise CheckFailed(
+            f"{what}: no cosine decay: every step ran at lr {got[0]:.3g}; before step i set "
+            "group['lr'] = implementation.learning_rate(i, num_steps, learning_rate), which falls along a half "
+            f"cosine from {expected[0]:.3g} to {expected[-1]:.3g} at the last step"
+        )
+    if not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(got, expected, strict=True)):
+        raise CheckFailed(
+            f"{what}: the learning rates of the {num_steps} steps should be "
+            f"{[float(f'{rate:.3g}') for rate in expected]} (implementation.learning_rate(i, num_steps, "
+            f"learning_rate) before step i), got {[float(f'{rate:.3g}') for rate in got]}"
         )
 
 

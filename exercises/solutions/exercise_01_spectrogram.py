@@ -1,7 +1,7 @@
 """Exercise 1: the log power spectrogram, the input Deep Speech 2 listens to (DS2 §3.1).
 
-DS2 §3.1: the network's input is "a spectrogram of power normalized audio clips", computed on 20 ms
-windows with a 10 ms stride. At 16 kHz that is a 320-sample window moved 160 samples at a time; each
+DS2 §3.1: the network's input is a spectrogram of power-normalised audio, computed on 20 ms windows
+with a 10 ms stride. At 16 kHz that is a 320-sample window moved 160 samples at a time; each
 window gives one column (a "frame") of the spectrogram: the power of each frequency in that 20 ms.
 
     waveform (N,) --a--> how many frames --b--> frames (T, W) --c--> power (F, T) --d--> log power
@@ -179,7 +179,8 @@ def normalize_over_valid_frames(spec: Tensor, lengths: Tensor) -> Tensor:
     """Per-utterance normalisation of a padded batch: zero mean and unit variance over valid frames only.
 
     Utterances differ in length, so a batch is padded to the longest: utterance b's frames
-    ``t >= lengths[b]`` are padding and may hold anything (zeros, or leftovers from another buffer). For
+    ``t >= lengths[b]`` are padding and may hold anything (zeros, leftovers from another buffer, even inf
+    or NaN: select the valid values, never multiply by a 0/1 mask, since inf * 0 is NaN). For
     each utterance take one mean and one variance over all its values ``spec[b, f, t]`` with ``t <
     lengths[b]`` (every frequency, valid frames only), and return
 

@@ -2,10 +2,17 @@
 
 DS2 §3.3: early in training, long utterances are hard: their CTC loss is large, their gradients can be
 large and unstable, and the model has not learned anything yet to make sense of them. SortaGrad uses the
-length of an utterance as a measure of difficulty: "In the first training epoch, we iterate through the
-training set in increasing order of the length of the longest utterance in the minibatch. After the
-first epoch, training reverts back to a random order over minibatches." The paper reports it lowers
-the final error as well as stabilising training (Table 2 topic).
+length of an utterance as a measure of difficulty. §3.3 describes the schedule (paraphrased here): in
+the first training epoch, the minibatches go in increasing order of the length of their longest
+utterance; from the second epoch on, the minibatches come in random order. The paper reports that it lowers the final error
+as well as stabilising training (Table 2 topic).
+
+This exercise (like ``implementation.sortagrad_batches``) meets that ordering by sorting the
+*utterances* by length and then cutting them into minibatches: the first minibatch holds the shortest
+utterances, and each minibatch's longest utterance is no shorter than the one before. Drawing random
+minibatches and only ordering them by their longest utterance would satisfy the same words, but each
+random minibatch holds long utterances too, so the curriculum (short, easy utterances first) would be
+lost; the check explains which one you wrote.
 
 A batching plan is a list of minibatches, each a list of sample indices (ints); an epoch must use every
 sample exactly once.
