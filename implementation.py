@@ -34,11 +34,17 @@ Importing this module runs nothing; demos live behind ``if __name__ == "__main__
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
 import dataclasses
 import functools
+import locale
 import math
 import os
+import shutil
 import tempfile
+import threading
 import time
 import warnings
 from collections import defaultdict
@@ -2143,7 +2149,7 @@ class SyntheticSplit:
 
     waveforms: list[torch.Tensor]
     texts: list[str]
-    speakers: list[Speaker]
+    speakers: list[Speaker | EspeakSpeaker]
     name: str
     noise: list[str] = field(default_factory=list)
     snr_db: list[float] = field(default_factory=list)
@@ -2539,6 +2545,529 @@ def cached_splits(
                         f"{time.perf_counter() - began:.1f} s, cached at {paths[name]}"
                     )
     return {name: splits[name] for name in recipes}
+
+
+# --- 11.8 English from espeak-ng: a second synthetic corpus (``--data espeak``) ---
+# The letter-phone corpus above spells phonetically: every letter has one sound, so the recogniser's job
+# is phonetics. Real English is not spelt as it sounds ("one", "laugh", "friend"; "by" and "buy", "your"
+# and "you're" sound the same), so a recogniser must learn English orthography from sound, and the word
+# language model (§3.8) earns its keep. espeak-ng, a formant synthesiser, speaks real English in many
+# accents, much faster than real time; the PyPI package ``espeakng-loader`` ships its shared library and
+# data, so no system package is needed. We call the C library through ``ctypes``.
+#
+# The corpus: the lesson's grammar and vocabulary (`random_sentence`), spoken by English accents
+# (espeak-ng "voices") x voice variants (male, female, Klatt-synthesiser voices) with speaking rate,
+# pitch, intonation range and loudness drawn per speaker; resampled from espeak-ng's 22,050 Hz to 16 kHz
+# with torchaudio; the same noise as the letter-phones. The dev splits use *accents that never occur in
+# training* (Scottish and Lancastrian English), so they measure generalisation to new accents.
+#
+# Determinism. espeak-ng keeps state between utterances in C globals (pitch-flutter position, automatic
+# gain, noise generator, ...) that neither espeak_Terminate nor a new espeak_Initialize resets; measured:
+# the same sentence spoken twice in a row differs, even in length. So each utterance is spoken by a
+# freshly loaded copy of the library (dlopen, initialise, speak, terminate, dlclose): about 9 ms of CPU
+# for a 1.3 s sentence here, half of it loading the English dictionary, x140 faster than real time. Then an utterance depends only on its own seed,
+# whatever was spoken before it and in whichever process, so a split is the same for any number of
+# workers. Because the library's state lives in the process, use worker processes, never threads.
+#
+# Licence: espeak-ng is GPL-3.0-or-later. This module does not ship, copy into the repository or link
+# against it: it loads the shared library that the user installed from PyPI, at run time, on request.
+
+ESPEAK_REQUIREMENT = "espeakng-loader==0.2.4"
+ESPEAK_INSTALL_HINT = f"python -m pip install {ESPEAK_REQUIREMENT} (it ships libespeak-ng and its data)"
+ESPEAK_SAMPLE_RATE = 22_050  # espeak-ng's native output rate, in Hz (checked when the library starts)
+
+# Accents, as espeak-ng voice names (the file names under espeak-ng-data/lang/gmw). Train and dev are
+# disjoint: dev-clean and dev-noisy are spoken only in accents the model never hears in training.
+ESPEAK_TRAIN_VOICES: tuple[str, ...] = (
+    "en",  # Great Britain ("en-gb" is not a voice name in espeak-ng 1.52)
+    "en-us",  # America
+    "en-us-nyc",  # New York City
+    "en-gb-x-rp",  # Received Pronunciation
+    "en-gb-x-gbcwmd",  # West Midlands
+    "en-029",  # Caribbean
+)
+ESPEAK_DEV_VOICES: tuple[str, ...] = (
+    "en-gb-scotland",  # Scotland
+    "en-gb-x-gbclan",  # Lancaster
+)
+# Voice variants (espeak-ng-data/voices/!v): "" keeps the accent's own voice; m1-m7 and f1-f5 change
+# pitch range, formant frequencies and voice quality; klatt and klatt2 use espeak-ng's Klatt synthesiser,
+# a different source and filter. The novelty voices (robots, whisper, croak) are left out.
+ESPEAK_VARIANTS: tuple[str, ...] = (
+    "", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
+)  # fmt: skip
+ESPEAK_RATE_WPM = (130, 230)  # speaking rate, words per minute (espeak-ng's default is 175)
+ESPEAK_PITCH = (25, 75)  # espeak-ng's base pitch, 0-100; 50 keeps the voice's own
+ESPEAK_PITCH_RANGE = (25, 85)  # how far the pitch moves in intonation, 0-100 (0 = monotone; default 50)
+
+# The C API (espeak-ng's speak_lib.h): the constants we use.
+_AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth returns when the audio is done, delivered to our callback
+_POS_CHARACTER = 1
+_ESPEAK_CHARS_UTF8 = 1
+_ESPEAK_RATE, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 3, 4  # espeak_PARAMETER
+_EE_OK = 0
+# int callback(short *samples, int num_samples, espeak_EVENT *events): return 0 to continue.
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+_INT, _UINT, _POINTER = ctypes.c_int, ctypes.c_uint, ctypes.c_void_p
+_SIGNATURES = {  # name: (argument types, result type)
+    "espeak_Initialize": ((_INT, _INT, ctypes.c_char_p, _INT), _INT),  # (output, buffer ms, data, options)
+    "espeak_SetSynthCallback": ((_SYNTH_CALLBACK,), None),
+    "espeak_SetVoiceByName": ((ctypes.c_char_p,), _INT),
+    "espeak_SetParameter": ((_INT, _INT, _INT), _INT),  # (parameter, value, relative)
+    "espeak_ng_SetRandSeed": ((ctypes.c_long,), _INT),
+    # (text, size, position, position type, end position, flags, unique identifier, user data)
+    "espeak_Synth": ((_POINTER, ctypes.c_size_t, _UINT, _INT, _UINT, _UINT, _POINTER, _POINTER), _INT),
+    "espeak_Synchronize": ((), _INT),
+    "espeak_Terminate": ((), _INT),
+    "espeak_Info": ((_POINTER,), ctypes.c_char_p),
+}
+
+
+@dataclass(frozen=True)
+class EspeakSpeaker:
+    """One espeak-ng speaker: an accent, a voice variant, and how they speak.
+
+    Attributes:
+        voice: the accent, an espeak-ng voice name such as "en-us" or "en-gb-scotland".
+        variant: a voice variant such as "f3" or "klatt" (see `ESPEAK_VARIANTS`), "" for none.
+        rate_wpm: speaking rate in words per minute (130-230; espeak-ng's default is 175).
+        pitch: base pitch on espeak-ng's 0-100 scale (50 keeps the voice's own).
+        pitch_range: intonation range, 0-100 (0 is a monotone; 50 is espeak-ng's default).
+        gain_db: loudness relative to the normalised level, in dB (-10 to +10, as `Speaker.gain_db`).
+    """
+
+    voice: str
+    variant: str
+    rate_wpm: int
+    pitch: int
+    pitch_range: int
+    gain_db: float
+
+    @property
+    def voice_name(self) -> str:
+        """What espeak_SetVoiceByName takes: "en-us+f3", or "en-us" without a variant."""
+        return f"{self.voice}+{self.variant}" if self.variant else self.voice
+
+
+def random_espeak_speaker(
+    rng: np.random.Generator, voices: Sequence[str], variants: Sequence[str] = ESPEAK_VARIANTS
+) -> EspeakSpeaker:
+    """Draws a speaker: an accent from `voices`, a variant, and rate, pitch, range and loudness."""
+    return EspeakSpeaker(
+        voice=str(voices[int(rng.integers(len(voices)))]),
+        variant=str(variants[int(rng.integers(len(variants)))]),
+        rate_wpm=int(rng.integers(ESPEAK_RATE_WPM[0], ESPEAK_RATE_WPM[1] + 1)),
+        pitch=int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1)),
+        pitch_range=int(rng.integers(ESPEAK_PITCH_RANGE[0], ESPEAK_PITCH_RANGE[1] + 1)),
+        gain_db=float(rng.uniform(-10.0, 10.0)),
+    )
+
+
+def make_espeak_speaker_pool(
+    num_speakers: int, voices: Sequence[str], seed: Seed, variants: Sequence[str] = ESPEAK_VARIANTS
+) -> list[EspeakSpeaker]:
+    """Draws `num_speakers` speakers of the accents `voices` (see `make_speaker_pool`)."""
+    if num_speakers < 1:
+        raise ValueError(f"num_speakers must be at least 1, got {num_speakers}")
+    if not voices or not variants:
+        raise ValueError("voices and variants must each name at least one espeak-ng voice")
+    rng = np.random.default_rng([*_seed_words(seed), 0xE5])  # 0xE5: a stream of its own for speakers
+    return [random_espeak_speaker(rng, voices, variants) for _ in range(num_speakers)]
+
+
+# --- the ctypes binding ---
+
+
+@functools.cache
+def _espeak_files() -> tuple[str, str]:
+    """(library, data folder) of the installed espeak-ng, the library copied to a path of our own.
+
+    The private copy: if other code in this process (phonemizer, say) has loaded the package's
+    libespeak-ng, dlclose would not unload it, and its state and ours would mix. A copy at another
+    path is another library to the dynamic loader. Raises ImportError with the install command.
+    """
+    try:
+        import espeakng_loader
+    except ImportError:
+        raise ImportError(f"espeak-ng is not available: {ESPEAK_INSTALL_HINT}") from None
+    try:
+        library, data = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
+        folder = tempfile.mkdtemp(prefix="ds2-espeak-")
+        atexit.register(shutil.rmtree, folder, True)  # forked workers leave with os._exit: no removal
+        private = os.path.join(folder, os.path.basename(library))
+        shutil.copyfile(library, private)
+    except (OSError, RuntimeError) as error:  # RuntimeError: espeakng_loader's "data path not exists"
+        raise ImportError(f"espeak-ng is not available ({error}): {ESPEAK_INSTALL_HINT}") from None
+    return private, data
+
+
+_ESPEAK_LOCK = threading.Lock()  # the library's state is per process: threads take turns
+
+
+def _load_espeak() -> tuple[ctypes.CDLL, int]:
+    """A fresh instance of libespeak-ng, initialised for synchronous output: (library, sample rate)."""
+    library_path, data_path = _espeak_files()
+    try:
+        library = ctypes.CDLL(library_path)
+        for name, (argtypes, restype) in _SIGNATURES.items():
+            function = getattr(library, name)
+            function.argtypes, function.restype = argtypes, restype
+    except (OSError, AttributeError) as error:
+        raise ImportError(f"espeak-ng is not available ({error}): {ESPEAK_INSTALL_HINT}") from None
+    sample_rate = library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), 0)
+    if sample_rate <= 0:
+        _unload_espeak(library)
+        raise ImportError(
+            f"espeak-ng is not available (it found no data in {data_path}): {ESPEAK_INSTALL_HINT}"
+        )
+    return library, sample_rate
+
+
+def _unload_espeak(library: ctypes.CDLL) -> None:
+    import _ctypes
+
+    library.espeak_Terminate()
+    unload = getattr(_ctypes, "dlclose", None) or _ctypes.FreeLibrary  # POSIX, Windows
+    unload(library._handle)  # the last reference: the loader unmaps the library, and its state with it
+
+
+@contextlib.contextmanager
+def _fresh_espeak() -> Iterator[ctypes.CDLL]:
+    """A freshly loaded libespeak-ng for one use; unloaded afterwards, taking its C state with it.
+
+    espeak_Initialize sets the process's LC_CTYPE locale; we put it back. Threads take turns.
+    """
+    with _ESPEAK_LOCK:
+        previous_locale = locale.setlocale(locale.LC_CTYPE)
+        library, sample_rate = _load_espeak()
+        try:
+            if sample_rate != ESPEAK_SAMPLE_RATE:
+                raise RuntimeError(
+                    f"espeak-ng speaks at {sample_rate} Hz; this code expects {ESPEAK_SAMPLE_RATE}"
+                )
+            yield library
+        finally:
+            _unload_espeak(library)
+            locale.setlocale(locale.LC_CTYPE, previous_locale)
+
+
+def espeak_speak(text: str, speaker: EspeakSpeaker, seed: int = 0) -> np.ndarray:
+    """Speaks `text` with espeak-ng, as it comes out: float32 `(samples,)` at `ESPEAK_SAMPLE_RATE` Hz.
+
+    Each call loads a fresh copy of the C library (see the section's notes), so the audio depends only on
+    the arguments. numpy only, no torch kernels: safe in forked worker processes.
+
+    Args:
+        text: lower-case words, a-z, space and apostrophe (see `check_speakable`).
+        speaker: the accent, variant, rate and pitch (`gain_db` is applied later, by the caller).
+        seed: seeds espeak-ng's own noise generator (breath and frication noise).
+
+    Returns:
+        float32 samples in [-1, 1), with about 10 ms of silence at each end.
+    """
+    check_speakable(text)
+    chunks: list[np.ndarray] = []
+
+    def receive(samples, num_samples, events):  # espeak_Synth calls this every ~100 ms of audio
+        if num_samples > 0:
+            chunks.append(np.ctypeslib.as_array(samples, shape=(num_samples,)).copy())  # int16
+        return 0  # 0 = go on
+
+    callback = _SYNTH_CALLBACK(receive)  # referenced until espeak_Synth has returned
+    with _fresh_espeak() as library:
+        library.espeak_SetSynthCallback(callback)
+        if library.espeak_SetVoiceByName(speaker.voice_name.encode()) != _EE_OK:
+            raise ValueError(
+                f"espeak-ng has no voice {speaker.voice_name!r}; accents such as {ESPEAK_TRAIN_VOICES}, "
+                f"variants such as {ESPEAK_VARIANTS[1:4]} (see espeak-ng-data/lang and voices/!v)"
+            )
+        library.espeak_SetParameter(_ESPEAK_RATE, speaker.rate_wpm, 0)
+        library.espeak_SetParameter(_ESPEAK_PITCH, speaker.pitch, 0)
+        library.espeak_SetParameter(_ESPEAK_RANGE, speaker.pitch_range, 0)
+        library.espeak_ng_SetRandSeed(seed)
+        encoded = text.encode() + b"\0"
+        status = library.espeak_Synth(
+            encoded, len(encoded), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None
+        )
+        library.espeak_Synchronize()
+    if status != _EE_OK or not chunks:
+        raise RuntimeError(f"espeak-ng failed to speak {text!r} (status {status})")
+    return np.concatenate(chunks).astype(np.float32) / 32768.0
+
+
+@functools.cache
+def espeak_version() -> str:
+    """E.g. "espeak-ng 1.52.0 (espeakng-loader 0.2.4)": part of the cache key of an espeak corpus."""
+    from importlib.metadata import version
+
+    with _fresh_espeak() as library:
+        return (
+            f"espeak-ng {library.espeak_Info(None).decode()} (espeakng-loader {version('espeakng-loader')})"
+        )
+
+
+def check_espeak_available() -> None:
+    """Raises ImportError, in one line with the install command, unless espeak-ng can speak here.
+
+    Also speaks a short sentence twice: if the two differ, the library kept its state between loads
+    (a platform whose dlclose does not unload), and the corpus will not be reproducible; that is a
+    warning, not an error.
+    """
+    speaker = EspeakSpeaker("en-us", "", 175, 50, 50, 0.0)
+    first, second = espeak_speak("hello there", speaker), espeak_speak("hello there", speaker)
+    if not np.array_equal(first, second):
+        warnings.warn(
+            "espeak-ng kept state between utterances on this platform: the espeak corpus will differ "
+            "from run to run and with the number of workers",
+            stacklevel=2,
+        )
+
+
+@functools.cache
+def _resampler(orig_freq: int, new_freq: int):
+    import torchaudio
+
+    # transforms.Resample is functional.resample with its windowed-sinc kernel computed once (5x faster
+    # here for 2 s utterances; the two agree to 4e-5).
+    return torchaudio.transforms.Resample(orig_freq, new_freq)
+
+
+def _resample(waveform: np.ndarray, orig_freq: int, new_freq: int) -> np.ndarray:
+    """float `(samples,)` at `orig_freq` Hz -> float32 at `new_freq` Hz, with torchaudio (torch kernels:
+    call it in the main process, not in a forked worker)."""
+    if orig_freq == new_freq:
+        return np.asarray(waveform, dtype=np.float32)
+    with torch.no_grad():
+        return _resampler(orig_freq, new_freq)(torch.from_numpy(np.asarray(waveform, np.float32))).numpy()
+
+
+def _level_espeak_audio(
+    waveform: np.ndarray, speaker: EspeakSpeaker, rng: np.random.Generator, sample_rate: int
+) -> np.ndarray:
+    """Resampled espeak audio -> the letter-phones' level and framing: edge silence, room tone, gain.
+
+    Speech (pauses excluded) is scaled to the letter-phones' level; 50-150 ms of silence is added at each
+    end (espeak-ng leaves about 10 ms); a faint noise floor 60 dB below the speech fills every silence;
+    then the speaker's gain. numpy only: runs in worker processes. Returns float64 `(samples,)`.
+    """
+    samples_per_ms = sample_rate / 1000.0
+    lead, trail = (int(rng.uniform(*_EDGE_SILENCE_MS) * samples_per_ms) for _ in range(2))
+    waveform = np.asarray(waveform, dtype=np.float64)
+    waveform = np.pad(waveform * (_TARGET_ACTIVE_RMS / _active_rms(waveform, sample_rate)), (lead, trail))
+    waveform += rng.standard_normal(len(waveform)) * _TARGET_ACTIVE_RMS * 10.0 ** (_ROOM_TONE_DB / 20.0)
+    return waveform * 10.0 ** (speaker.gain_db / 20.0)
+
+
+def synthesize_espeak_speech(
+    text: str, speaker: EspeakSpeaker, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
+) -> torch.Tensor:
+    """English speech from espeak-ng at `sample_rate`, at the letter-phone corpus's level.
+
+    The espeak counterpart of `synthesize_speech`: speak (`espeak_speak`), resample from 22,050 Hz with
+    torchaudio, normalise the level, add edge silence and a faint noise floor, apply `speaker.gain_db`.
+
+    Args:
+        text: lower-case words, a-z, space and apostrophe.
+        speaker: who speaks (see `EspeakSpeaker`).
+        rng: the random generator; the same state gives the same audio.
+        sample_rate: in Hz.
+
+    Returns:
+        float32 `(samples,)`.
+    """
+    raw = espeak_speak(text, speaker, seed=int(rng.integers(2**31)))
+    waveform = _resample(raw, ESPEAK_SAMPLE_RATE, sample_rate)
+    return torch.from_numpy(_level_espeak_audio(waveform, speaker, rng, sample_rate).astype(np.float32))
+
+
+# --- the splits ---
+
+
+def _map_in_processes(function: Callable, recipe, num_items: int, workers: int) -> list:
+    """``function(recipe, range(num_items))`` split over `workers` forked processes, items in order.
+
+    Item i must depend only on (recipe, i); then the result is the same for any number of workers.
+    `function` must not call torch kernels (torch's OpenMP pool does not survive a fork).
+    (make_split could share this helper.)
+    """
+    if workers <= 1 or num_items < 2 * workers:
+        return function(recipe, range(num_items))
+    import concurrent.futures
+    import multiprocessing
+
+    chunks = [range(start, num_items, workers) for start in range(workers)]
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    )
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        parts = list(pool.map(function, [recipe] * workers, chunks))
+    by_index = {
+        i: item
+        for chunk, part in zip(chunks, parts, strict=True)
+        for i, item in zip(chunk, part, strict=True)
+    }
+    return [by_index[i] for i in range(num_items)]
+
+
+def _speak_utterances(recipe, indices) -> list[tuple]:
+    """Stage 1 (worker processes): draw each utterance's speaker, sentence and noise; speak it at 22.05 kHz."""
+    seed_words, speakers, noise_kinds, low, high, noisy_fraction = recipe
+    utterances = []
+    for index in indices:
+        rng = np.random.default_rng([*seed_words, index])
+        speaker = speakers[int(rng.integers(len(speakers)))]
+        text = random_sentence(rng)
+        raw = espeak_speak(text, speaker, seed=int(rng.integers(2**31)))
+        kind, snr = "clean", math.inf
+        if noise_kinds and rng.random() < noisy_fraction:
+            kind, snr = str(noise_kinds[int(rng.integers(len(noise_kinds)))]), float(rng.uniform(low, high))
+        utterances.append((raw, text, speaker, kind, snr))
+    return utterances
+
+
+def _finish_utterances(recipe, indices) -> list[np.ndarray]:
+    """Stage 3 (worker processes): level, edge silence and room tone, gain, then the drawn noise."""
+    seed_words, waveforms, speakers, kinds, snrs, sample_rate = recipe
+    finished = []
+    for index in indices:
+        rng = np.random.default_rng([*seed_words, index, 0x2])  # 0x2: the stream for levels and noise
+        waveform = _level_espeak_audio(waveforms[index], speakers[index], rng, sample_rate)
+        if kinds[index] != "clean":
+            noisy = add_noise(torch.from_numpy(waveform), snrs[index], kinds[index], rng, sample_rate)
+            waveform = noisy.numpy()
+        finished.append(waveform.astype(np.float32))
+    return finished
+
+
+def make_espeak_split(
+    name: str,
+    num_utterances: int,
+    speakers: Sequence[EspeakSpeaker],
+    seed: Seed,
+    noise_kinds: Sequence[str] = (),
+    snr_db: float | tuple[float, float] = 10.0,
+    noisy_fraction: float = 1.0,
+    sample_rate: int = SAMPLE_RATE,
+    workers: int = 1,
+) -> SyntheticSplit:
+    """Synthesises a split of English from espeak-ng: `make_split` with espeak-ng speakers.
+
+    Utterance `i` draws its speaker, sentence, espeak-ng seed and noise from its own generator, seeded by
+    `(seed, i)`, so it is the same whatever the split's size and the number of workers.
+
+    Three stages, so that forked workers never run torch kernels: (1) workers speak each sentence at
+    22,050 Hz; (2) this process resamples to `sample_rate` with torchaudio; (3) workers set the level and
+    add noise (babble noise, made of letter-phone speech, is the slow part: ~0.1 s an utterance).
+
+    Args: as `make_split`, with `speakers` from `make_espeak_speaker_pool`.
+
+    Returns:
+        The split; `split.noise` and `split.snr_db` record what was added to each utterance.
+    """
+    if num_utterances < 0:
+        raise ValueError(f"num_utterances must be >= 0, got {num_utterances}")
+    if not speakers:
+        raise ValueError("speakers is empty; pass a pool from make_espeak_speaker_pool")
+    unknown = sorted(set(noise_kinds) - set(NOISE_KINDS))
+    if unknown:
+        raise ValueError(f"unknown noise kinds {unknown}; choose from {NOISE_KINDS}")
+    if not 0.0 <= noisy_fraction <= 1.0:
+        raise ValueError(f"noisy_fraction must be between 0 and 1, got {noisy_fraction}")
+    low, high = (snr_db, snr_db) if isinstance(snr_db, (int, float)) else snr_db
+    _espeak_files()  # before forking: one private copy of the library, removed when this process exits
+    seed_words = _seed_words(seed)
+    recipe = (seed_words, tuple(speakers), tuple(noise_kinds), low, high, noisy_fraction)
+    spoken = _map_in_processes(_speak_utterances, recipe, num_utterances, workers)
+    resampled = [_resample(raw, ESPEAK_SAMPLE_RATE, sample_rate) for raw, *_ in spoken]  # (samples,) each
+    texts = [text for _, text, _, _, _ in spoken]
+    chosen = [speaker for _, _, speaker, _, _ in spoken]
+    kinds = [kind for _, _, _, kind, _ in spoken]
+    snrs = [snr for _, _, _, _, snr in spoken]
+    recipe = (seed_words, resampled, chosen, kinds, snrs, sample_rate)
+    waveforms = _map_in_processes(_finish_utterances, recipe, num_utterances, workers)
+    return SyntheticSplit(
+        [torch.from_numpy(w) for w in waveforms], texts, chosen, name, kinds, snrs, sample_rate=sample_rate
+    )
+
+
+def make_espeak_splits(
+    train_size: int,
+    dev_size: int,
+    seed: int = 0,
+    train_noise_fraction: float = 0.0,
+    train_snr_db: tuple[float, float] = (5.0, 30.0),
+    num_train_speakers: int = 200,
+    num_dev_speakers: int = 40,
+    sample_rate: int = SAMPLE_RATE,
+    workers: int = 1,
+    train_voices: Sequence[str] = ESPEAK_TRAIN_VOICES,
+    dev_voices: Sequence[str] = ESPEAK_DEV_VOICES,
+) -> dict[str, SyntheticSplit]:
+    """The three splits of `make_splits`, spoken in English by espeak-ng; dev in accents unheard in train.
+
+    "train" is spoken in `train_voices`, "dev-clean" and "dev-noisy" in `dev_voices` (by default
+    Scottish and Lancastrian English), so no accent of a dev split occurs in training; the two dev splits
+    share those accents but not their speakers (each has its own pool of rates and pitches). Noise as in
+    `make_splits`: `train_noise_fraction` of "train" gets white, pink or babble noise at an SNR drawn
+    from `train_snr_db`; "dev-noisy" gets one of them at 10 dB SNR.
+
+    Raises ImportError (one line, with the install command) when espeak-ng is not installed.
+
+    Returns:
+        {"train": ..., "dev-clean": ..., "dev-noisy": ...}
+    """
+    shared = sorted(set(train_voices) & set(dev_voices))
+    if shared:
+        raise ValueError(
+            f"train_voices and dev_voices share {shared}; the dev accents must be unheard in training"
+        )
+    check_espeak_available()
+    pools = {
+        "train": make_espeak_speaker_pool(num_train_speakers, train_voices, (seed, 0)),
+        "dev-clean": make_espeak_speaker_pool(num_dev_speakers, dev_voices, (seed, 1)),
+        "dev-noisy": make_espeak_speaker_pool(num_dev_speakers, dev_voices, (seed, 2)),
+    }
+    if set(pools["dev-clean"]) & set(pools["dev-noisy"]):  # ints drawn from small ranges could collide
+        raise RuntimeError("the speaker pools of dev-clean and dev-noisy overlap; choose another seed")
+    train = make_espeak_split(
+        "train",
+        train_size,
+        pools["train"],
+        seed=(seed, 10),
+        noise_kinds=NOISE_KINDS if train_noise_fraction > 0 else (),
+        snr_db=train_snr_db,
+        noisy_fraction=train_noise_fraction,
+        sample_rate=sample_rate,
+        workers=workers,
+    )
+    dev_clean = make_espeak_split(
+        "dev-clean", dev_size, pools["dev-clean"], seed=(seed, 11), sample_rate=sample_rate, workers=workers
+    )
+    dev_noisy = make_espeak_split(
+        "dev-noisy",
+        dev_size,
+        pools["dev-noisy"],
+        seed=(seed, 12),
+        noise_kinds=NOISE_KINDS,
+        snr_db=10.0,
+        sample_rate=sample_rate,
+        workers=workers,
+    )
+    return {"train": train, "dev-clean": dev_clean, "dev-noisy": dev_noisy}
+
+
+def espeak_recipe(**make_espeak_splits_arguments) -> dict:
+    """What determines an espeak corpus besides this code, for the on-disk cache key: the arguments,
+    the voices, variants and ranges, and the espeak-ng and espeakng-loader versions."""
+    return {
+        "corpus": "espeak",
+        "arguments": make_espeak_splits_arguments,
+        "variants": ESPEAK_VARIANTS,
+        "ranges": (ESPEAK_RATE_WPM, ESPEAK_PITCH, ESPEAK_PITCH_RANGE, _EDGE_SILENCE_MS),
+        "espeak": espeak_version(),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------

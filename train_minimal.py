@@ -64,6 +64,8 @@ def parse_args(argv=None):
     a("--dev-size", type=int, default=200, help="utterances in each of dev-clean and dev-noisy")
     a("--noise", type=float, default=0.5, help="fraction of training utterances with added noise (5-30 dB SNR)")
     a("--lm-sentences", type=int, default=20000, help="sentences of text to train the word LM on")
+    a("--data", choices=["letters", "espeak"], default="letters",
+      help=f"letters: the letter-phone speech of §11; espeak: English spoken by espeak-ng (needs {ds2.ESPEAK_REQUIREMENT})")
     a("--cache-dir", help=f"folder of the synthesised-data cache (default: ${ds2.SPLIT_CACHE_ENV}, else {ds2.split_cache_dir(None)})")
     a("--no-cache", action="store_true", help="synthesise the data afresh; neither read nor write the cache")
     a = p.add_argument_group("decoding (§3.8)").add_argument
@@ -141,7 +143,14 @@ def main(args):
     # ---- data: synthetic speech with disjoint speakers per split (cached on disk), a text corpus for the LM
     sources = []  # one line per split: "... from the cache ..." or "... synthesised ..."
     cache = dict(cache_dir=args.cache_dir, use_cache=not args.no_cache, log=sources.append)
-    splits = ds2.cached_splits(args.train_size, args.dev_size, args.seed, args.noise, args.workers, **cache)
+    if args.data == "espeak":  # English spoken by espeak-ng (§11.8); not cached yet
+        splits = ds2.make_espeak_splits(
+            args.train_size, args.dev_size, args.seed, args.noise, workers=args.workers
+        )
+    else:
+        splits = ds2.cached_splits(
+            args.train_size, args.dev_size, args.seed, args.noise, args.workers, **cache
+        )
     data = {name: (ds2.featurize_batch(split.waveforms), split.texts) for name, split in splits.items()}
     audio_seconds = splits["train"].durations_s().sum()
     cached = not args.no_cache and all("from the cache" in line for line in sources)
@@ -286,7 +295,7 @@ if __name__ == "__main__":
     arguments = parse_args()
     try:
         sys.exit(main(arguments))
-    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, ImportError) as error:  # bad input: one clear line, no traceback
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop: checkpoints on disk are whole (atomic)
