@@ -1306,6 +1306,8 @@ def _paper_panel(ax, key):
             ax.plot(r["hours"], r[label], style, label=f"{label} dev")
         per_10x = load_relative_improvement_per_10x()
         ax.set(xscale="log", yscale="log", xlabel="hours of training audio")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         title = f"Table 10 topic, §5.3: about {per_10x}% relative per 10x data"
     ax.set(ylabel="dev WER (%)", title=f"{PAPER}\n{title}")
     ax.title.set_fontsize(8.5)
@@ -1338,7 +1340,7 @@ def _ablation_panel(ax, results, metric, decoder):
                 x = np.array([row["x"] for row in rows], dtype=float)
             mean = np.array([100 * s["mean"] for s in stats])
             spread = [mean - [100 * s["min"] for s in stats], [100 * s["max"] for s in stats] - mean]
-            label = f"{name}, {split}" if len(plot["splits"]) > 1 or len(series) > 1 else split
+            label = split if len(series) == 1 else f"{name}, {split}" if len(plot["splits"]) > 1 else name
             ax.errorbar(
                 x, mean, yerr=spread, fmt=style if not categorical else style[0], capsize=3, label=label
             )
@@ -1346,8 +1348,6 @@ def _ablation_panel(ax, results, metric, decoder):
     if fit:  # the scaling sweep: error = a * hours^b, fitted on the dev-clean means (log-log)
         hours = np.geomspace(min(xs), max(xs), 20)
         ax.plot(hours, 100 * fit["a"] * hours ** fit["b"], ":", color="black", label=fit["label"])
-    if categorical:
-        ax.set_xticks(range(len(categories)), categories, fontsize=7)
     ax.set(
         xlabel=plot["x_label"],
         ylabel=f"{metric.upper()} (%)",
@@ -1356,21 +1356,29 @@ def _ablation_panel(ax, results, metric, decoder):
         title=f"measured here: {DECODER_NAMES[decoder]} {metric.upper()}\n"
         f"mean of {results['size']['seeds_per_variant']} seed(s), bars min to max",
     )
-    if plot.get("x_scale") != "log" and not categorical:
+    if categorical:  # after ax.set: setting a scale resets the ticks
+        ax.set_xticks(range(len(categories)), categories, fontsize=7)
+    elif plot.get("x_scale") != "log":
         ax.set_xticks(sorted({row["x"] for row in summary}))
+    for axis, scale in ((ax.xaxis, plot.get("x_scale")), (ax.yaxis, plot.get("y_scale"))):
+        if scale == "log":  # 0.02 and 30, not 2 x 10^-2 and 3 x 10^1
+            axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.title.set_fontsize(8.5)
     ax.legend(fontsize=7)
 
 
 def _ablation_extra_panel(ax, name, results):
-    """The sweep's own extra view, where it has one."""
+    """The sweep's own extra view: the LM's alpha x beta grid, first-epoch losses, or time per epoch."""
     runs = [run for run in results["runs"] if run.get("final")]
     if name == "lm":  # alpha x beta heat map of one trained model's dev-clean WER
         grid = next(run["extra"]["grid"] for run in runs if "grid" in run.get("extra", {}))
         wer = 100 * np.array(grid["dev-clean"]["wer"])  # (alphas, betas)
         image = ax.imshow(wer, origin="lower", cmap="viridis_r", aspect="auto")
-        for (i, j), value in np.ndenumerate(wer):
-            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="white")
+        middle = (wer.min() + wer.max()) / 2
+        for (i, j), value in np.ndenumerate(wer):  # dark text on the light (low-WER) cells
+            colour = "black" if value < middle else "white"
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color=colour)
         ax.set_xticks(range(len(grid["beta"])), grid["beta"])
         ax.set_yticks(range(len(grid["alpha"])), grid["alpha"])
         ax.set(xlabel="beta (word bonus)", ylabel="alpha (LM weight)", title="beam + LM dev-clean WER (%)")
@@ -1390,9 +1398,6 @@ def _ablation_extra_panel(ax, name, results):
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
         ax.set(xlabel="time stride of the first conv layer", ylabel="seconds per epoch (mean over seeds)")
         ax.set_title("training time per epoch", fontsize=8.5)
-    else:
-        return False
-    return True
 
 
 def figure_ablation(name, results_path, out_path):
@@ -1408,20 +1413,21 @@ def figure_ablation(name, results_path, out_path):
     if not any(run.get("final") for run in results["runs"]):
         raise ValueError(f"{results_path} has no finished run to draw; run `python ablations/run.py {name}`")
     paper = ABLATION_PAPER_TABLES.get(name)
-    panels = 3 + (paper is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.4))
+    extra = name in ("lm", "sortagrad", "stride")
+    panels = 2 + extra + (paper is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.6))
     for ax, (decoder, metric) in zip(axes, results["plot"]["panels"], strict=False):
         _ablation_panel(ax, results, metric, decoder)
-    if not _ablation_extra_panel(axes[2], name, results):
-        axes[2].axis("off")
-        axes[2].text(0.02, 0.98, textwrap.fill(results["question"], 48), va="top", fontsize=9)
+    if extra:
+        _ablation_extra_panel(axes[2], name, results)
     if paper is not None:
         _paper_panel(axes[-1], paper)
     fig.suptitle(
         textwrap.fill(
             f"ablations/run.py {name}: {results['title']} ({results['paper_reference']}). Ours: synthetic "
-            f"speech, {results['size']['description']}. Compare trends, not values, with the paper's.",
-            170,
+            f"speech, {results['size']['description']}. Compare trends, not values, with the paper's. "
+            f"Question: {results['question']}",
+            40 * panels,
         ),
         fontsize=9,
     )
