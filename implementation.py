@@ -3548,6 +3548,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     os.close(handle)
     try:
         write(temporary)
+        umask = os.umask(0)  # mkstemp made it private (0600): give it the usual permissions
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

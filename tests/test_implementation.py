@@ -6,6 +6,7 @@ jiwer, and explicit step-by-step versions of the fused computations.
 
 import itertools
 import math
+import os
 import random
 import time
 
@@ -624,3 +625,18 @@ def test_ctc_loss_refuses_where_f_ctc_loss_would_silently_give_inf():
     with pytest.raises(ValueError, match="too short"):
         ds2.ctc_loss(log_probs, torch.tensor([[3, 3, 3]]), torch.tensor([4]), torch.tensor([3]))
     assert ds2.ctc_loss(log_probs, torch.tensor([[3, 4, 3]]), torch.tensor([4]), torch.tensor([3])).isfinite()
+
+
+def test_atomic_write_leaves_a_whole_file_with_the_usual_permissions(tmp_path):
+    path = tmp_path / "metrics.json"
+    ds2.atomic_write_text(path, "old")
+    with pytest.raises(RuntimeError):
+        ds2.atomic_write(path, lambda temporary: (open(temporary, "w").write("half"), _raise()))
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+def _raise():
+    raise RuntimeError("a crash mid-write")
