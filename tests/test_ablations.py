@@ -236,3 +236,62 @@ def test_the_runner_never_reimplements_the_training_step():
         source = path.read_text(encoding="utf-8")
         assert ".backward(" not in source and "clip_grad_norm_" not in source, path
     assert "ds2.fit(" in (ROOT / "ablations" / "run.py").read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The README's findings table (ablations/findings.py)
+# ----------------------------------------------------------------------------------------------------------
+
+_fspec = importlib.util.spec_from_file_location("ablations_findings", ROOT / "ablations" / "findings.py")
+findings = importlib.util.module_from_spec(_fspec)
+sys.modules["ablations_findings"] = findings
+_fspec.loader.exec_module(findings)
+
+
+def test_readme_findings_table_is_the_one_the_committed_results_give():
+    expected, missing = findings.table(findings.load_results(ROOT / "ablations" / "results"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert findings.readme_block(readme) == expected, (
+        "README.md's findings table differs from the committed results: run python ablations/findings.py --write"
+    )
+    assert not missing, missing
+
+
+def test_every_finding_compares_variants_its_sweep_runs(quick_study):
+    out, _, _ = quick_study
+    for finding in findings.findings(findings.load_paper()):
+        variants = {row["variant"] for row in load(out, finding.sweep)["summary"]} | {
+            findings.LEAST,
+            findings.MOST,
+        }
+        for comparison in finding.comparisons:
+            assert {comparison.a, comparison.b} <= variants, (finding.sweep, comparison, variants)
+    text, _ = findings.table({name: load(out, name) for name in run.ORDER})
+    assert text.count("\n") == 1 + len(run.ORDER)  # header, rule, one row per sweep
+    assert "not run yet" not in text and "runs done" not in text
+
+
+def _row(mean, std):
+    return {"dev-clean": {"greedy": {"cer": {"mean": mean, "std": std}}}, "train_hours": mean}
+
+
+@pytest.mark.parametrize(
+    "a, b, paper_better, outcome",
+    [
+        ((0.30, 0.02), (0.10, 0.05), "b", "holds"),  # b better by 0.20 > spread 0.05
+        ((0.30, 0.02), (0.10, 0.05), "a", "contradicts"),
+        ((0.30, 0.25), (0.10, 0.05), "b", "within the spread"),  # 0.20 < spread 0.25
+        ((0.10, 0.00), (0.10, 0.00), "b", "within the spread"),
+    ],
+)
+def test_a_comparison_holds_only_beyond_the_seed_spread(a, b, paper_better, outcome):
+    comparison = findings.Comparison("x", "A", "B", paper_better)
+    got, shown = findings.judge(comparison, {"A": _row(*a), "B": _row(*b)})
+    assert got == outcome and outcome in shown
+
+
+def test_verdicts_from_outcomes():
+    assert findings.verdict(["holds", "holds"]) == "reproduced"
+    assert findings.verdict(["holds", "contradicts"]) == "mixed"
+    assert findings.verdict(["holds", "within the spread"]) == "mixed"
+    assert findings.verdict(["within the spread", "contradicts"]) == "not reproduced"
