@@ -15,12 +15,13 @@ implements; where we depart from the paper the comment says so (see also paper_n
     5. Recurrent stack (§3.2-3.4)     bidirectional GRU or simple RNN; lookahead convolution (§3.7)
     6. The model                      DS2Config + DeepSpeech2: (B, F, T) spectrograms -> (B, T', 29) log-probs
     7. CTC loss (§3.1)                F.ctc_loss wrapper and a from-scratch alpha/beta implementation
-    8. Decoders (§3.8)                greedy, and CTC prefix beam search with LM shallow fusion
+    8. Decoders (§3.8)                greedy, and CTC prefix beam search with LM shallow fusion; flashlight's
+                                      C++ beam search with a KenLM word LM (torchaudio) for large LMs
     9. Language model (§3.8)          word n-gram with interpolated Kneser-Ney smoothing, ARPA files
    10. Metrics                        edit distance, corpus WER and CER
    11. Synthetic speech               letters as phones, speakers, coarticulation, noise, train/dev splits
    12. Training                       batching, SortaGrad (§3.3), the one training loop, evaluation,
-                                      checkpoints
+                                      checkpoints; data parallelism over processes with torchrun (§4.1)
    13. Inference and files            audio checks and files, long recordings, transcribe()
 
 Shapes use one notation throughout, one letter per meaning:
@@ -56,6 +57,7 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 import soundfile
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -426,11 +428,15 @@ class MaskedBatchNorm(nn.BatchNorm1d):
             valid = mask[..., None]  # (B, T, 1) or (B, 1, T, 1): broadcasts against x
             dims = tuple(range(x.dim() - 1))
             count = torch.broadcast_to(mask, x.shape[:-1]).sum()  # valid values per feature
+            x = x.to(torch.promote_types(x.dtype, torch.float32))  # float32+ statistics, also under --amp
             x = x.masked_fill(~valid, 0.0)
-            mean = x.sum(dim=dims) / count  # one per feature
-            var = (x - mean).masked_fill(~valid, 0.0).square().sum(
-                dim=dims
-            ) / count  # biased, one per feature
+            if distributed_world()[1] > 1:  # torchrun: this process holds one shard of the global batch
+                mean, var, count = _global_batch_moments(x, valid, dims, count)
+            else:
+                mean = x.sum(dim=dims) / count  # one per feature
+                var = (x - mean).masked_fill(~valid, 0.0).square().sum(
+                    dim=dims
+                ) / count  # biased, one per feature
             with torch.no_grad():  # running estimates, as nn.BatchNorm1d keeps them
                 self.running_mean.lerp_(mean.detach(), self.momentum)
                 self.running_var.lerp_(var.detach() * count / max(int(count) - 1, 1), self.momentum)
@@ -446,6 +452,49 @@ class MaskedBatchNorm(nn.BatchNorm1d):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
         scale, shift = self.scale_and_shift(x, mask)
         return (x * scale + shift).masked_fill(~mask[..., None], 0.0)
+
+
+class SumOverProcesses(torch.autograd.Function):
+    """``y = x_0 + x_1 + ... + x_{N-1}`` over the N processes (an all-reduce), with its gradient.
+
+    Every process gets the same ``y`` and computes its own loss ``L_r`` from it; the loss trained on is
+    the sum (DDP averages it), so ``dL/dx_r = sum_s dL_s/dy``: the backward is an all-reduce too, as in
+    ``nn.SyncBatchNorm``. (``torch.distributed.nn.functional.all_reduce`` does the same and is
+    deprecated in torch 2.14; this is that function, written out.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        total = x.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+def _global_batch_moments(
+    x: Tensor, valid: Tensor, dims: tuple, count: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean, biased variance and valid-value count per feature over *every* process's shard.
+
+    Data parallelism (§4.1, torchrun): each process holds a shard of the global minibatch, and BatchNorm
+    must see the global batch, as one process would. Two all-reduces, the same two passes one process
+    makes: the sums and valid-value counts give the global mean, then the squared deviations from it give
+    the variance (a single pass of sums of squares, E[x^2] - E[x]^2, loses digits in float32 when the mean
+    is large against the spread). ``x`` is already 0 in the padding, which therefore never counts. The
+    sums are differentiable (``SumOverProcesses``), so every process's frames get the gradient of the
+    global statistics. The first pass runs in float64 so that counts beyond float32's 2^24 stay exact.
+    """
+    sums = SumOverProcesses.apply(torch.cat([x.sum(dim=dims).double(), count.double()[None]]))  # (I + 1,)
+    total = sums[-1].detach()  # valid values per feature in the global batch
+    mean = (sums[:-1] / total).to(x.dtype)  # (I,)
+    deviations = (x - mean).masked_fill(~valid, 0.0).square().sum(dim=dims)  # (I,)
+    var = SumOverProcesses.apply(deviations) / total.to(x.dtype)  # (I,), biased
+    return mean, var, total.round().long()  # a count like the one-process one
 
 
 class SequenceWiseBatchNorm(MaskedBatchNorm):
@@ -466,19 +515,141 @@ class SequenceWiseBatchNorm(MaskedBatchNorm):
 # ----------------------------------------------------------------------------------------------------------
 
 
+_GRU_NAMES = ("weight_ih", "bias_ih", "weight_hh", "bias_hh")  # nn.GRU's parameters, per direction
+
+
+class GRURecurrence(torch.autograd.Function):
+    """The GRU recurrence (§3.4) over all time steps, both directions at once, with its BPTT by hand.
+
+    ``GRURecurrence.apply(gx (D, T, B, 3H), weight_hh (D, 3H, H), bias_hh (D, 3H)) -> h (D, T, B, H)``.
+    ``gx`` holds the input gates ``B(W h^{l-1})`` (reset, update, candidate; PyTorch's order), already
+    projected and normalised for every frame, time-major, in the order each direction reads them.
+    With ``U = weight_hh`` and ``b = bias_hh`` split the same way, each step is PyTorch's GRU exactly:
+
+        r_t = sigmoid(gx_r + U_r h_{t-1} + b_r)
+        z_t = sigmoid(gx_z + U_z h_{t-1} + b_z)
+        n_t = tanh(gx_n + r_t * (U_n h_{t-1} + b_n))      (§3.4: U h is computed before r multiplies it)
+        h_t = (1 - z_t) * n_t + z_t * h_{t-1}             with h_{-1} = 0
+
+    Why by hand: on the CPU, ``torch.gru`` under autograd records a dozen small ops per step and
+    direction, and its backward replays them and accumulates ``dU`` step by step. Here the forward runs
+    without a graph, one batched matmul per step for both directions (D is the bmm batch), and stores the
+    gates; the backward walks the steps in reverse with one batched matmul per step, and ``dU`` is a
+    single matmul over all steps at the end. ``tests/test_implementation.py`` checks it against
+    ``torch.gru`` and by ``gradcheck``. ``GRULayer`` uses it for training on the CPU. Under CPU autocast
+    the recurrence runs in float32.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, gx: Tensor, weight_hh: Tensor, bias_hh: Tensor) -> Tensor:
+        directions, frames, batch, gates = gx.shape  # (D, T, B, 3H)
+        hidden = gates // 3
+        hh = gx.new_empty(directions, frames, batch, gates)  # U h_{t-1} + b, kept for the backward
+        rz = gx.new_empty(directions, frames, batch, 2 * hidden)  # r_t and z_t side by side
+        n = gx.new_empty(directions, frames, batch, hidden)
+        h = gx.new_empty(directions, frames, batch, hidden)
+        u_transposed, bias = weight_hh.transpose(1, 2), bias_hh[:, None]  # (D, H, 3H), (D, 1, 3H)
+        h_prev = gx.new_zeros(directions, batch, hidden)  # h_{-1} = 0
+        rz_part, n_part = slice(0, 2 * hidden), slice(2 * hidden, gates)
+        # Each step's (D, B, .) view of each tensor, taken once up front rather than sliced in the loop.
+        tensors = (gx[..., rz_part], gx[..., n_part], hh, hh[..., rz_part], hh[..., n_part])
+        tensors += (rz, rz[..., :hidden], rz[..., hidden:], n, h)
+        steps = zip(*(tensor.unbind(1) for tensor in tensors), strict=True)
+        for gx_rz, gx_n, hh_t, hh_rz, hh_n, rz_t, r, z, n_t, h_t in steps:
+            torch.baddbmm(bias, h_prev, u_transposed, out=hh_t)  # U h_{t-1} + b: (D, B, 3H)
+            torch.add(gx_rz, hh_rz, out=rz_t).sigmoid_()  # r_t, z_t
+            torch.addcmul(gx_n, r, hh_n, out=n_t).tanh_()  # n_t
+            torch.lerp(n_t, h_prev, z, out=h_t)  # n + z (h_{t-1} - n) = (1 - z) n + z h_{t-1}
+            h_prev = h_t
+        ctx.save_for_backward(weight_hh, hh, rz, n, h)
+        return h
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        weight_hh, hh, rz, n, h = ctx.saved_tensors
+        directions, frames, batch, gates = hh.shape
+        hidden = gates // 3
+        r, z = rz[..., :hidden], rz[..., hidden:]  # (D, T, B, H) each
+        # Local derivatives for all steps at once (sigmoid' = s (1 - s), tanh' = 1 - tanh^2). With a_* the
+        # pre-activations (r = sigmoid(a_r), ...) and dh the whole gradient reaching h_t:
+        #   da_n = dh (1 - z) (1 - n^2)     da_z = dh (h_{t-1} - n) z (1 - z)
+        #   da_r = da_n (U_n h_{t-1} + b_n) r (1 - r)
+        # (in place where we can: each of these is a full (D, T, B, H) tensor)
+        one_minus_z = 1 - z
+        to_candidate = n.square().neg_().add_(1).mul_(one_minus_z)  # (1 - n^2)(1 - z)
+        to_update = torch.empty_like(n)  # (h_{t-1} - n) z (1 - z), with h_{-1} = 0
+        torch.sub(h[:, :-1], n[:, 1:], out=to_update[:, 1:])
+        torch.neg(n[:, 0], out=to_update[:, 0])
+        to_update.mul_(z).mul_(one_minus_z)
+        to_reset = (1 - r).mul_(r).mul_(hh[..., 2 * hidden :])  # (U_n h_{t-1} + b_n) r (1 - r)
+        grad_hh = torch.empty_like(hh)  # d loss / d(U h_{t-1} + b): (D, T, B, 3H)
+        grad_candidate = torch.empty_like(n)  # da_n: (D, T, B, H)
+        tensors = (to_candidate, to_reset, to_update, r, z, grad_candidate, grad_hh, grad_hh[..., :hidden])
+        tensors += (grad_hh[..., hidden : 2 * hidden], grad_hh[..., 2 * hidden :])
+        steps = list(zip(*(tensor.unbind(1) for tensor in tensors), strict=True))  # (D, B, .) views
+        grad_from_output = grad_h.unbind(1)  # (D, B, H) per step
+        dh = grad_from_output[-1]  # the whole gradient reaching the last step
+        for t in reversed(range(frames)):
+            to_n, to_r, to_z, r_t, z_t, da_n, grad_hh_t, da_r, da_z, r_da_n = steps[t]
+            torch.mul(dh, to_n, out=da_n)
+            torch.mul(da_n, to_r, out=da_r)
+            torch.mul(dh, to_z, out=da_z)
+            torch.mul(da_n, r_t, out=r_da_n)  # d(U_n h_{t-1} + b_n)
+            if t > 0:  # dh_{t-1} = (gradient from the output) + z dh_t + U^T d(U h_{t-1} + b)
+                dh = torch.addcmul(grad_from_output[t - 1], dh, z_t).baddbmm_(grad_hh_t, weight_hh)
+        # dU = sum over steps and utterances of d(U h_{t-1} + b) h_{t-1}^T: one matmul (h_{-1} = 0 adds
+        # nothing, so step 0 is left out); db = the same sum without the h.
+        flat = (directions, (frames - 1) * batch)
+        grad_weight = grad_hh[:, 1:].reshape(*flat, gates).transpose(1, 2) @ h[:, :-1].reshape(*flat, hidden)
+        grad_bias = grad_hh.sum(dim=(1, 2))
+        # d gx: the reset and update gates enter like U h + b, the candidate's without the r.
+        grad_gx = grad_hh  # reused: (D, T, B, 3H)
+        grad_gx[..., 2 * hidden :] = grad_candidate
+        return grad_gx, grad_weight, grad_bias  # (D, T, B, 3H), (D, 3H, H), (D, 3H)
+
+
+def recurrence_order(lengths: Tensor, frames: int, directions: int) -> tuple[Tensor, Tensor]:
+    """Where each direction reads its frames, as row indices: ``(read (D*T*B,), back (B*T*D,))``.
+
+    Direction 0 reads frame ``t`` at step ``t``. Direction 1 reads each utterance reversed within its
+    own length (as ``reverse_padded``), so it starts at the true last frame; padding comes after.
+    ``read`` picks rows of a ``(B, T, D)``-ordered table (the input gates) in ``(D, T, B)`` step order;
+    ``back`` picks rows of the ``(D, T, B)`` outputs in ``(B, T, D)`` frame order. Reversing within a
+    length is its own inverse, so one step-for-frame map serves both ways.
+    """
+    batch = lengths.shape[0]
+    time = torch.arange(frames, device=lengths.device)[:, None]  # (T, 1)
+    reversed_time = torch.where(time < lengths, lengths - 1 - time, time)  # (T, B)
+    step = torch.stack([time.expand(frames, batch), reversed_time])[:directions]  # (D, T, B)
+    direction = torch.arange(directions, device=lengths.device)[:, None, None]  # (D, 1, 1)
+    utterance = torch.arange(batch, device=lengths.device)  # (B,)
+    read = (utterance * frames + step) * directions + direction  # (D, T, B)
+    back = (direction * frames + step) * batch + utterance  # (D, T, B): frame (b, t) of d is at step[d, t, b]
+    return read.reshape(-1), back.permute(2, 1, 0).reshape(-1)
+
+
 class GRULayer(nn.Module):
     """One (bi)directional GRU layer with sequence-wise BatchNorm on ``W h^{l-1}`` (§3.2, §3.4).
 
-    PyTorch's fused GRU kernel computes ``W h^{l-1}`` inside, so we cannot slip a BatchNorm in between.
-    But BatchNorm of a linear map is itself linear once its statistics are known:
+    BatchNorm's (masked, sequence-wise) statistics come from ``W h^{l-1}`` for every frame and both
+    directions at once. The recurrent term ``U h_{t-1}`` is never normalised, and gradients flow through
+    ``mu`` and ``sigma`` as they should. ``tests/test_implementation.py`` checks
+    the layer against an explicit per-step GRU that applies ``SequenceWiseBatchNorm`` to ``W x``.
 
-        B(W x) = gamma * (W x - mu) / sigma + beta = (diag(gamma / sigma) W) x + (beta - gamma mu / sigma)
+    Two paths run the recurrence, tested equal (outputs and every gradient):
 
-    So we compute ``W x`` once for the (masked, sequence-wise) statistics, fold them into the GRU's input
-    weights and bias, and run the fused kernel with the folded parameters. This is exactly the paper's
-    ``B(W h^{l-1})`` - the recurrent term ``U h_{t-1}`` is never normalised - and gradients flow through
-    ``mu`` and ``sigma`` as they should. ``tests/test_implementation.py`` checks it against an explicit
-    per-step GRU that applies ``SequenceWiseBatchNorm`` to ``W x``.
+    * Training on the CPU: ``GRURecurrence``, our own loop over time for both directions at once with a
+      hand-written backward (BPTT), fed ``B(W h^{l-1})`` directly.
+    * Otherwise (inference, GPU): PyTorch's fused GRU kernel ``torch.gru``. It computes ``W h^{l-1}``
+      inside, so we cannot slip a BatchNorm in between. But BatchNorm of a linear map is itself linear
+      once its statistics are known:
+
+          B(W x) = gamma * (W x - mu) / sigma + beta = (diag(gamma / sigma) W) x + (beta - gamma mu / sigma)
+
+      so the statistics are folded into the GRU's input weights and bias, and the kernel runs with those.
 
     PyTorch's GRU matches §3.4's variant (``U_h h_{t-1}`` is computed before the reset gate multiplies
     it). Departure: its candidate activation is tanh; §3.4 reports tanh and clipped ReLU perform similarly.
@@ -486,11 +657,11 @@ class GRULayer(nn.Module):
     Bidirectional outputs are summed (``h^l = h_forward + h_backward``), not concatenated.
 
     Padding, without ``PackedSequence``: on the CPU a packed GRU falls back to a loop of small per-frame
-    ops (about 3x slower here, ``benchmarks/bench_training.py --compare-packed``), so each direction runs
-    the fused kernel on the padded tensor. The forward direction is exact as it is: padding comes after an
-    utterance's last frame, so it cannot reach a valid frame. The backward direction runs forward over
-    each utterance reversed *within its own length* (``reverse_padded``), so it starts at the true last
-    frame, and its output is reversed back. Padded output frames are set to 0.
+    ops (about 3x slower here, ``benchmarks/bench_training.py --compare-packed``), so both paths run on
+    the padded tensor. The forward direction is exact as it is: padding comes after an utterance's last
+    frame, so it cannot reach a valid frame. The backward direction runs forward over each utterance
+    reversed *within its own length* (``reverse_padded``, ``recurrence_order``), so it starts at the true
+    last frame, and its output is reversed back. Padded output frames are set to 0.
     """
 
     def __init__(
@@ -511,10 +682,42 @@ class GRULayer(nn.Module):
         return ["_l0", "_l0_reverse"][: self.directions]
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
+        # Training on the CPU, our recurrence beats torch.gru under autograd (``benchmarks/bench_gru.py``).
+        # Without autograd (inference) torch.gru is as fast or faster; on a GPU cuDNN's fused kernel wins.
+        training_on_cpu = x.device.type == "cpu" and torch.is_grad_enabled()
+        run = self._run_recurrence if training_on_cpu else self._run_fused_kernel
+        return run(x, lengths, mask) * mask[..., None]  # (B, T, H), padding -> 0
+
+    def _run_recurrence(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
+        """Both directions at once with ``GRURecurrence``: ``(B, T, I) -> (B, T, H)`` (padding not yet 0).
+
+        ``W h^{l-1}`` is computed once, for all frames and both directions; BatchNorm's statistics come from
+        it and it is normalised in place of folding, so the recurrence starts from ``B(W h^{l-1})``.
+        """
+        (batch, frames, _), directions, hidden = x.shape, self.directions, self.hidden_size
+        parameters = {name: [getattr(self.gru, name + s) for s in self._suffixes()] for name in _GRU_NAMES}
+        gates = x @ torch.cat(parameters["weight_ih"]).T  # W h^{l-1}: (B, T, D * 3H)
+        if self.norm is not None:
+            scale, shift = self.norm.scale_and_shift(gates, mask)  # (D * 3H,) each
+            gates = torch.addcmul(shift, gates, scale)  # B(W h^{l-1}): BN's shift replaces the input bias
+        else:
+            gates = gates + torch.cat(parameters["bias_ih"])  # W h^{l-1} + b
+        read, back = recurrence_order(lengths, frames, directions)
+        gx = gates.reshape(-1, 3 * hidden).index_select(0, read)  # (D * T * B, 3H), in step order
+        h = GRURecurrence.apply(
+            gx.view(directions, frames, batch, 3 * hidden),  # (D, T, B, 3H)
+            torch.stack(parameters["weight_hh"]),  # (D, 3H, H)
+            torch.stack(parameters["bias_hh"]),  # (D, 3H)
+        )  # (D, T, B, H)
+        h = h.reshape(-1, hidden).index_select(0, back)  # (B * T * D, H), in frame order
+        return h.view(batch, frames, directions, hidden).sum(dim=2)  # h_forward + h_backward: (B, T, H)
+
+    def _run_fused_kernel(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
+        """Each direction with ``torch.gru``, BatchNorm folded into ``W``: ``(B, T, I) -> (B, T, H)``."""
         gru = self.gru
         w_ih = [getattr(gru, "weight_ih" + s) for s in self._suffixes()]  # (3H, I) per direction
         b_ih = [getattr(gru, "bias_ih" + s) for s in self._suffixes()]  # (3H,) per direction
-        mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
         if self.norm is not None:
             projected = x @ torch.cat(w_ih).T  # W h^{l-1}: (B, T, D * 3H), for the statistics
             scale, shift = self.norm.scale_and_shift(projected, mask)  # (D * 3H,) each
@@ -525,7 +728,7 @@ class GRULayer(nn.Module):
         if self.directions == 2:
             backward = self._run(reverse_padded(x, lengths), 1, w_ih[1], b_ih[1])  # (B, T, H), reversed
             output = output + reverse_padded(backward, lengths)  # (B, T, H)
-        return output * mask[..., None]  # (B, T, H), padding -> 0
+        return output
 
     def _run(self, x: Tensor, direction: int, w_ih: Tensor, b_ih: Tensor) -> Tensor:
         """One direction over the padded batch with the fused kernel: ``(B, T, I) -> (B, T, H)``."""
@@ -1087,6 +1290,190 @@ def prefix_beam_search(
     )[0].text
 
 
+# --- 8.2 The production decoder: flashlight-text's beam search with a KenLM word LM (via torchaudio) ---
+# ``prefix_beam_search`` above is the lesson's reference: every line of it can be read and stepped through.
+# It scores the LM in Python, which is fine for our 200-word grammar and far too slow for a LibriSpeech-
+# sized LM (hundreds of thousands of words, millions of n-grams). torchaudio's ``ctc_decoder`` wraps the
+# C++ beam search of flashlight-text (wav2letter's decoder) and KenLM, which reads ARPA and binary LMs.
+# How we drive it, and why:
+# * Lexicon decoding. flashlight's lexicon-free decoder asks its LM about every *token*, so it wants a
+#   character LM. A word LM (the paper's, §3.8) needs the lexicon decoder: it walks a trie of spellings
+#   and scores the LM when a word's spelling completes. It can only output words of its lexicon, so we
+#   build the lexicon from the LM's own vocabulary (the unigrams of an ARPA file), plus any words passed in
+#   (e.g. the training transcripts'; needed for a binary LM, whose vocabulary we cannot read). Our own
+#   beam search can spell any word (an unseen one scores as ``<unk>``): a trade-off to know about.
+# * Every word ends in a space. Our space (label 1) is flashlight's "silence" token, renamed "|" because
+#   lexicon files separate tokens by spaces, and each word is spelt with a trailing "|" ("cat c a t |"),
+#   as in torchaudio's tutorial. Measured why: spelt without it, a word is complete on its last letter
+#   and the decoder is back at the trie's root, where a repeat of that letter cannot continue (at the
+#   root only a silence repeats), so a trained model's held "sssss" before a space was read as "sing sky"
+#   (dev-clean WER 15%, against greedy's 1%). Our model emits no space after the last word, so we append
+#   one frame in which the space is certain (log-probability 0): the last word completes on it for free.
+# * The same score. KenLM scores in log10 and we in nats, so ``lm_weight = alpha ln 10`` and ``word_score =
+#   beta``; with ``log_add=True`` alignments of the same text are summed, as ours are. Where the two find
+#   the same text their scores agree: within 0.01 nats on most utterances of the trained default model,
+#   within 0.1 on flat synthetic posteriors, where flashlight's is the higher (it merges hypotheses by LM
+#   state and trie position, which may sum in a little of another text); tests/test_devices_decoders.py.
+# * Without an LM it decodes lexicon-free: a plain CTC beam search over characters.
+
+FLASHLIGHT_REQUIREMENT = "flashlight-text==0.0.7"
+FLASHLIGHT_TOKENS = tuple("|" if symbol == " " else symbol for symbol in ALPHABET)  # index = our label id
+_KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"  # the first bytes of a KenLM binary file
+
+
+def language_model_format(path: str | os.PathLike) -> str:
+    """``"arpa"`` or ``"binary"`` (KenLM's ``build_binary``) from the file's first bytes; else ValueError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no language model at {path!r}: give a KenLM ARPA or binary file")
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(_KENLM_BINARY_MAGIC):
+        return "binary"
+    if head.lstrip().startswith(b"\\data\\"):
+        return "arpa"
+    hint = " (gzip: unpack it first)" if head.startswith(b"\x1f\x8b") else ""
+    raise ValueError(
+        f"{path!r} is neither an ARPA language model (its first line is \\data\\) nor a KenLM binary file{hint}"
+    )
+
+
+def arpa_vocabulary(path: str | os.PathLike) -> list[str]:
+    """The words of an ARPA file's unigram section, in file order, without ``<s>``, ``</s>``, ``<unk>``.
+
+    Reads only the unigrams (a LibriSpeech 4-gram's 200,000 words take a second), not the n-grams.
+    """
+    words, in_unigrams = [], False
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            line = line.strip()
+            if line == "\\1-grams:":
+                in_unigrams = True
+            elif in_unigrams and line.startswith("\\"):
+                break
+            elif in_unigrams and line:
+                fields = line.split()
+                if len(fields) >= 2 and fields[1] not in (BOS, EOS, UNK):
+                    words.append(fields[1])
+    if not words:
+        raise ValueError(f"{os.fspath(path)!r} has no \\1-grams: section with words; is it an ARPA file?")
+    return words
+
+
+def _spellable(word: str) -> bool:
+    """A single word made of the alphabet's letters and apostrophes only."""
+    return bool(word) and " " not in word and not outside_alphabet(word)
+
+
+def _import_ctc_decoder():
+    """torchaudio's ``ctc_decoder``, or one clear ImportError naming the package to install."""
+    try:
+        import flashlight.lib.text.decoder  # noqa: F401  (the C++ decoder torchaudio wraps)
+        from torchaudio.models.decoder import ctc_decoder
+    except (ImportError, RuntimeError) as error:
+        raise ImportError(
+            f"--decoder flashlight needs flashlight-text: pip install {FLASHLIGHT_REQUIREMENT} ({error})"
+        ) from None
+    return ctc_decoder
+
+
+def flashlight_decoder(
+    lm_path: str | os.PathLike | None = None,
+    words: Iterable[str] = (),
+    beam_width: int = 32,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    beam_threshold: float = 50.0,
+) -> FlashlightDecoder:
+    """A CTC beam-search decoder from flashlight-text (torchaudio's ``ctc_decoder``), with a KenLM word LM.
+
+    The score is §3.8's ``Q(y) = log p_ctc(y|x) + alpha log p_lm(y) + beta word_count(y)``, as in
+    ``prefix_beam_search``. See the comment above for the lexicon and the scales.
+
+    Args:
+        lm_path: a KenLM ARPA or binary file (``NGramLM.to_arpa`` writes one), or None for no LM.
+        words: more words for the lexicon, beside an ARPA LM's own (needed with a binary LM). Words with
+            characters outside the alphabet (after lower-casing) cannot be spelt and are left out.
+        beam_width: hypotheses kept per frame.
+        alpha: LM weight (on the natural-log LM score); beta: word insertion bonus.
+        beam_threshold: drop hypotheses this far (nats) below the best one (speed).
+
+    Returns:
+        ``decode``: ``decode(log_probs) -> str`` for the ``(T, C)`` log-probabilities of one utterance;
+        ``decode.best(log_probs) -> (text, score)``.
+
+    Raises:
+        ImportError: flashlight-text is not installed. FileNotFoundError / ValueError: a missing or
+        unreadable LM, or no word to build a lexicon from.
+    """
+    if beam_width < 1:
+        raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+    ctc_decoder = _import_ctc_decoder()
+    vocabulary = list(words)
+    if lm_path is not None:
+        lm_path = os.fspath(lm_path)
+        if language_model_format(lm_path) == "arpa":
+            vocabulary = arpa_vocabulary(lm_path) + vocabulary
+        elif not vocabulary:
+            raise ValueError(
+                f"{lm_path!r} is a KenLM binary file, whose words cannot be read here: pass the words to "
+                "decode (words=...), or give the ARPA file"
+            )
+    # word as the LM spells it -> our letters (a LibriSpeech LM is upper case)
+    lexicon = {word: normalize_text(word) for word in dict.fromkeys(vocabulary)}
+    lexicon = {word: text for word, text in lexicon.items() if _spellable(text)}
+    if lm_path is not None and not lexicon:
+        raise ValueError("none of the language model's words can be spelt in the alphabet (a-z and ')")
+    options = dict(tokens=list(FLASHLIGHT_TOKENS), beam_size=beam_width, beam_threshold=beam_threshold)
+    options |= dict(blank_token=FLASHLIGHT_TOKENS[BLANK], sil_token="|", log_add=True)
+    with tempfile.TemporaryDirectory() as folder:
+        lexicon_path = None
+        if lexicon:
+            lexicon_path = os.path.join(folder, "lexicon.txt")  # one line per word: "word w o r d |"
+            with open(lexicon_path, "w", encoding="utf-8") as handle:
+                handle.writelines(f"{word} {' '.join(text)} |\n" for word, text in lexicon.items())
+        try:
+            decoder = ctc_decoder(
+                lexicon_path, lm=lm_path, lm_weight=alpha * math.log(10.0), word_score=beta, **options
+            )
+        except RuntimeError as error:  # KenLM's parse errors: the last line says what was wrong
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            reason = lines[-1] if lines else error
+            raise ValueError(f"{lm_path!r}: KenLM could not read it: {reason}") from None
+
+    return FlashlightDecoder(decoder, lexicon)
+
+
+class FlashlightDecoder:
+    """``decode(log_probs (T, C)) -> str`` with flashlight-text's beam search; made by ``flashlight_decoder``."""
+
+    def __init__(self, decoder, lexicon: dict[str, str]):
+        self.decoder = decoder  # torchaudio's CTCDecoder
+        self.lexicon = lexicon  # word as the LM spells it -> our letters; empty when lexicon-free
+
+    def best(self, log_probs: Tensor) -> tuple[str, float]:
+        """``(text, score)`` of the best hypothesis; the score is §3.8's Q(y) in nats."""
+        if log_probs.dim() != 2 or log_probs.shape[1] != NUM_CLASSES:
+            raise ValueError(f"expected (T, {NUM_CLASSES}) log-probabilities, got {tuple(log_probs.shape)}")
+        emissions = log_probs.detach().float().cpu()  # (T, C)
+        if self.lexicon:  # one more frame, a certain space, on which the last word completes (see above)
+            space = torch.full((1, NUM_CLASSES), -1e30)  # (1, C): log-probability "never" ...
+            space[0, _CHAR_TO_ID[" "]] = 0.0  # ... but for the space: certain
+            emissions = torch.cat([emissions, space])  # (T + 1, C)
+        hypotheses = self.decoder(emissions.contiguous()[None])[0]  # emissions (1, T, C)
+        if not hypotheses:  # every hypothesis was pruned, e.g. no lexicon word fits: nothing to say
+            return "", -math.inf
+        best = hypotheses[0]
+        if self.lexicon:  # the words (adjacent words need not be separated by a space label)
+            text = " ".join(self.lexicon.get(word, normalize_text(word)) for word in best.words)
+        else:  # lexicon-free: the letters, runs of spaces folded
+            text = " ".join(decode_labels(best.tokens).split())
+        return text, float(best.score)
+
+    def __call__(self, log_probs: Tensor) -> str:
+        return self.best(log_probs)[0]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 9. Language model (§3.8): a word n-gram with interpolated Kneser-Ney smoothing
 # ----------------------------------------------------------------------------------------------------------
@@ -1252,6 +1639,12 @@ class NGramLM:
     @classmethod
     def from_arpa(cls, path: str | os.PathLike) -> NGramLM:
         """Read an ARPA file (as written by ``to_arpa``, KenLM's ``lmplz`` or SRILM)."""
+        with open(path, "rb") as handle:
+            if handle.read(len(_KENLM_BINARY_MAGIC)) == _KENLM_BINARY_MAGIC:
+                raise ValueError(
+                    f"{os.fspath(path)!r} is a KenLM binary file; NGramLM reads ARPA files only: decode "
+                    "with flashlight_decoder (--decoder flashlight), or give the ARPA file"
+                )
         probs: dict[tuple[str, ...], float] = {}
         backoffs: dict[tuple[str, ...], float] = {}
         order = 0
@@ -2389,6 +2782,29 @@ def synthesis_code_hash() -> str:
     return hashlib.sha256(f"{code}\nnumpy {np.__version__}".encode()).hexdigest()
 
 
+@functools.cache
+def espeak_code_hash() -> str:
+    """sha256 of the code behind an espeak corpus: section 11 up to 11.7 (grammar, noise, levels) and
+    11.8, with numpy's, torch's and torchaudio's versions (torchaudio resamples). The espeak-ng library's
+    version is part of the recipe instead (see ``cached_splits``)."""
+    import hashlib
+    from importlib.metadata import version
+
+    source = Path(__file__).read_text(encoding="utf-8")
+    start, end = source.find("# 11. Synthetic speech"), source.find("# --- 11.7 Cache of synthesised")
+    # "\n" + heading: the headings themselves, not these strings (11.7 comes before them)
+    start_8 = source.find("\n# --- 11.8 English from espeak-ng")
+    end_8 = source.find("\n# --- 11.9 Real corpora")
+    if end_8 < start_8:
+        end_8 = source.find("\n# 12. Training")
+    if 0 <= start < end <= start_8 < end_8:
+        code = source[start:end] + source[start_8:end_8]
+    else:  # markers moved: hash everything (safe)
+        code = source
+    versions = f"numpy {np.__version__} torch {torch.__version__} torchaudio {version('torchaudio')}"
+    return hashlib.sha256(f"{code}\n{versions}".encode()).hexdigest()
+
+
 def _split_recipes(
     train_size, dev_size, seed, train_noise_fraction, train_snr_db, num_train_speakers, num_dev_speakers, rate
 ) -> dict[str, dict]:
@@ -2416,17 +2832,30 @@ def _split_checksum(samples: Tensor, offsets: Tensor, metadata: list) -> str:
     return digest.hexdigest()
 
 
-def _save_split(path: Path, split: SyntheticSplit, recipe: str) -> None:
-    """One file per split: the waveforms as one float32 tensor plus offsets, and plain-data metadata."""
+def _speaker_values(speaker: Speaker | EspeakSpeaker) -> list:
+    """A speaker as plain data (str, int, float) for the cache; ``type(speaker)(*values)`` rebuilds it."""
+    if isinstance(speaker, Speaker):
+        return [float(getattr(speaker, f.name)) for f in dataclasses.fields(Speaker)]
+    values = dataclasses.astuple(speaker)
+    return [
+        v if isinstance(v, str) else int(v) if isinstance(v, (int, np.integer)) else float(v) for v in values
+    ]
+
+
+def _save_split(path: Path, split: SyntheticSplit, recipe: str, code: str | None = None) -> None:
+    """One file per split: the waveforms as one float32 tensor plus offsets, and plain-data metadata.
+
+    ``code`` is the hash of the code that made the audio (default: ``synthesis_code_hash()``).
+    """
     lengths = [len(waveform) for waveform in split.waveforms]
     offsets = torch.tensor([0, *np.cumsum(lengths, dtype=np.int64)], dtype=torch.int64)  # (N + 1,)
     samples = torch.cat(split.waveforms) if split.waveforms else torch.zeros(0)  # (total samples,)
-    speakers = [[float(getattr(s, f.name)) for f in dataclasses.fields(Speaker)] for s in split.speakers]
+    speakers = [_speaker_values(speaker) for speaker in split.speakers]
     metadata = [split.name, split.sample_rate, split.texts, split.noise, split.snr_db, speakers]
     payload = {
         "format": SPLIT_CACHE_FORMAT,
         "recipe": recipe,
-        "code": synthesis_code_hash(),
+        "code": code or synthesis_code_hash(),
         "samples": samples.float().contiguous(),
         "offsets": offsets,
         "metadata": metadata,
@@ -2435,8 +2864,14 @@ def _save_split(path: Path, split: SyntheticSplit, recipe: str) -> None:
     atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
 
-def _load_split(path: Path, recipe: str) -> tuple[SyntheticSplit | None, str]:
-    """``(split, "")`` from a valid entry, else ``(None, why it cannot be used)``."""
+def _load_split(
+    path: Path, recipe: str, code: str | None = None, speaker_type: type = Speaker
+) -> tuple[SyntheticSplit | None, str]:
+    """``(split, "")`` from a valid entry, else ``(None, why it cannot be used)``.
+
+    ``code``: the hash the entry must have been written with (default: ``synthesis_code_hash()``);
+    ``speaker_type``: ``Speaker`` (letter-phones) or ``EspeakSpeaker``.
+    """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, garbage, a pickled object: all mean "make it again"
@@ -2445,8 +2880,8 @@ def _load_split(path: Path, recipe: str) -> tuple[SyntheticSplit | None, str]:
         return None, "corrupt (not a split-cache entry of this lesson)"
     if payload.get("recipe") != recipe:
         return None, "stale (written for another recipe)"
-    if payload.get("code") != synthesis_code_hash():
-        return None, "stale (written by other synthesis code, or another numpy)"
+    if payload.get("code") != (code or synthesis_code_hash()):
+        return None, "stale (written by other synthesis code, or other library versions)"
     try:
         samples, offsets, metadata = payload["samples"], payload["offsets"], payload["metadata"]
         if _split_checksum(samples, offsets, metadata) != payload["checksum"]:
@@ -2455,7 +2890,7 @@ def _load_split(path: Path, recipe: str) -> tuple[SyntheticSplit | None, str]:
         split = SyntheticSplit(
             waveforms=[samples[offsets[i] : offsets[i + 1]] for i in range(len(texts))],
             texts=list(texts),
-            speakers=[Speaker(*values) for values in speakers],
+            speakers=[speaker_type(*values) for values in speakers],
             name=name,
             noise=list(noise),
             snr_db=[float(x) for x in snr_db],
@@ -2479,6 +2914,7 @@ def cached_splits(
     num_dev_speakers: int = 40,
     sample_rate: int = SAMPLE_RATE,
     log: Callable[[str], None] | None = None,
+    corpus: str = "letters",
 ) -> dict[str, SyntheticSplit]:
     """``make_splits`` through an on-disk cache: the same three splits, synthesised once per recipe.
 
@@ -2489,12 +2925,20 @@ def cached_splits(
     training set and the dev sets are cached (and made) separately: a dev split is shared by runs with
     different training sets. A corrupt or stale entry gives one ``warnings.warn`` line and is remade.
 
+    ``corpus="espeak"`` does the same for ``make_espeak_splits`` (§11.8, its default voices): the key
+    then also holds the voices and the espeak-ng library's version, and the code hash is
+    ``espeak_code_hash()`` (sections 11.1-11.6 and 11.8, numpy's, torch's and torchaudio's versions).
+
     Returns:
-        {"train": ..., "dev-clean": ..., "dev-noisy": ...}, equal to ``make_splits``'s result.
+        {"train": ..., "dev-clean": ..., "dev-noisy": ...}, equal to ``make_splits``'s result (or
+        ``make_espeak_splits``'s).
     """
     import hashlib
     import json
 
+    if corpus not in ("letters", "espeak"):
+        raise ValueError(f"corpus must be 'letters' or 'espeak', got {corpus!r}")
+    make = make_splits if corpus == "letters" else make_espeak_splits
     arguments = dict(
         seed=seed,
         train_noise_fraction=train_noise_fraction,
@@ -2505,7 +2949,7 @@ def cached_splits(
         workers=workers,
     )
     if not use_cache:
-        return make_splits(train_size, dev_size, **arguments)
+        return make(train_size, dev_size, **arguments)
     folder = split_cache_dir(cache_dir)
     recipes = _split_recipes(
         train_size,
@@ -2517,15 +2961,22 @@ def cached_splits(
         num_dev_speakers,
         sample_rate,
     )
+    code, speaker_type, prefix = None, Speaker, ""  # None: synthesis_code_hash()
+    if corpus == "espeak":  # the recipe also names the voices and the library that speaks them
+        code, speaker_type, prefix = espeak_code_hash(), EspeakSpeaker, "espeak-"
+        voices = {"train": ESPEAK_TRAIN_VOICES, "dev-clean": ESPEAK_DEV_VOICES}
+        voices["dev-noisy"] = ESPEAK_DEV_VOICES
+        for name, recipe in recipes.items():
+            recipe |= {"corpus": corpus, "voices": list(voices[name]), "espeak": espeak_version()}
     splits: dict[str, SyntheticSplit] = {}
     paths, keys = {}, {}
     for name, recipe in recipes.items():
         keys[name] = json.dumps(recipe, sort_keys=True)
         digest = hashlib.sha256(keys[name].encode()).hexdigest()[:16]
-        paths[name] = folder / f"{name}-{recipe['num_utterances']}utt-seed{seed}-{digest}.pt"
+        paths[name] = folder / f"{prefix}{name}-{recipe['num_utterances']}utt-seed{seed}-{digest}.pt"
         if not paths[name].exists():
             continue
-        split, problem = _load_split(paths[name], keys[name])
+        split, problem = _load_split(paths[name], keys[name], code, speaker_type)
         if split is None:
             warnings.warn(f"split cache: {paths[name]} is {problem}; synthesising it again", stacklevel=2)
         else:
@@ -2537,11 +2988,11 @@ def cached_splits(
     for group in (group for group in groups if set(group) & set(missing)):
         began = time.perf_counter()
         sizes = (train_size, 0) if group == ("train",) else (0, dev_size)
-        made = make_splits(*sizes, **arguments)
+        made = make(*sizes, **arguments)
         for name in group:
             if name in missing:
                 splits[name] = made[name]
-                _save_split(paths[name], made[name], keys[name])
+                _save_split(paths[name], made[name], keys[name], code)
                 if log is not None:
                     log(
                         f"{name}: {len(made[name])} utterances synthesised in "
@@ -3061,6 +3512,407 @@ def make_espeak_splits(
     return {"train": train, "dev-clean": dev_clean, "dev-noisy": dev_noisy}
 
 
+# --- 11.9 Real corpora: LibriSpeech folders and manifests (``--data librispeech`` / ``manifest``) ---
+# The same pipeline on recorded speech. LibriSpeech (Panayotov et al. 2015; openslr.org/12) is read as it
+# unpacks: speaker/chapter/speaker-chapter-NNNN.flac beside speaker-chapter.trans.txt, whose lines are
+# "speaker-chapter-NNNN TRANSCRIPT IN UPPER CASE". Any other corpus comes in as a manifest: a CSV (with a
+# header) or JSONL file naming each utterance's audio file and transcript.
+#
+# Nothing is silently changed. Lower-casing and folding white space are normalisations (`normalize_text`);
+# a transcript with anything else outside the alphabet (a digit, a hyphen, an accented letter) is reported
+# with its file and line and skipped, not edited. Audio is down-mixed (`to_mono`) and resampled to the
+# model's rate (torchaudio, as for espeak-ng). Utterances are filtered by duration (very long ones cost
+# memory and padding), and every utterance's CTC feasibility is checked before training: the conv
+# front-end's output frames (`DeepSpeech2.output_lengths`) must be at least the transcript's length plus
+# one blank per repeated letter (`ctc_min_frames`), else no alignment exists (§3.1). Everything dropped
+# is counted by reason. The dev set is a folder or manifest of its own (``--dev-dir``), or else 10% of
+# the training *speakers*, held out whole, so the dev error measures unheard voices as in §11.6.
+#
+# Memory: the splits are held in memory as spectrograms (about 0.25 GB per hour of audio, plus the
+# waveforms while featurizing), so use a subset (a manifest of some utterances) on a laptop.
+
+CORPUS_AUDIO_KEYS = ("audio", "audio_filepath", "path", "file", "wav")  # manifest columns (or JSON keys)
+CORPUS_TEXT_KEYS = ("text", "transcript", "sentence")  # ... for the transcript
+CORPUS_SPEAKER_KEYS = ("speaker", "speaker_id", "client_id")  # ... for the speaker (optional)
+
+
+@dataclass(frozen=True)
+class CorpusUtterance:
+    """One entry of a corpus index: where the audio is, what is said (normalised), who says it.
+
+    Attributes:
+        audio: the audio file.
+        text: the transcript, normalised to the alphabet (lower case, single spaces).
+        speaker: the speaker's id; "" when the corpus does not say.
+        where: the transcript's "file:line", for messages.
+    """
+
+    audio: Path
+    text: str
+    speaker: str
+    where: str
+
+
+@dataclass
+class CorpusSplit(SyntheticSplit):
+    """A split of recorded speech: a ``SyntheticSplit`` (so training and evaluation run unchanged) whose
+    ``speakers`` are speaker ids and whose ``noise``/``snr_db`` are empty (no noise was added), plus:
+
+    Attributes:
+        files: each utterance's audio file.
+        source: where the split came from, in words (a folder, a manifest, held-out speakers of one).
+        dropped: how many utterances were left out, by reason.
+        problems: one line per skipped transcript or unreadable file, "file:line: what was wrong".
+        sample_rates: how many of the kept files had each sample rate (the others were resampled).
+    """
+
+    files: list[str] = field(default_factory=list)
+    source: str = ""
+    dropped: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    sample_rates: dict[int, int] = field(default_factory=dict)  # the files' own rates, Hz -> utterances
+
+
+def _check_transcript(text: str, where: str) -> tuple[str, str, str]:
+    """``(normalised text, "", "")`` or ``("", reason, problem line)`` for a transcript that cannot be used."""
+    normalized = normalize_text(text)
+    if not normalized:
+        return "", "empty transcript", f"{where}: the transcript is empty; skipped"
+    unknown = outside_alphabet(normalized)
+    if unknown:
+        return (
+            "",
+            "characters outside the alphabet",
+            f"{where}: transcript {text.strip()!r} has characters outside the alphabet {unknown} "
+            "(spell digits out, drop punctuation); skipped",
+        )
+    return normalized, "", ""
+
+
+def read_librispeech(folder: str | os.PathLike) -> tuple[list[CorpusUtterance], dict[str, int], list[str]]:
+    """Index of a folder in LibriSpeech's layout (``speaker/chapter/*.flac`` + ``*.trans.txt``).
+
+    Every ``*.trans.txt`` under ``folder`` is read (point it at one subset such as
+    ``LibriSpeech/dev-clean``: a parent folder would mix the subsets). A line is ``ID TRANSCRIPT``; the
+    audio is ``ID.flac`` beside it and the speaker is the first part of ``ID``. No audio is read here.
+
+    Returns:
+        ``(utterances, dropped, problems)``: the usable entries in file order; how many lines were
+        skipped, by reason; one line per skipped transcript, "file:line: what was wrong".
+
+    Raises:
+        FileNotFoundError: no such folder, or no transcripts in it.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no folder {str(folder)!r}: point --data-dir at a LibriSpeech subset such as "
+            "LibriSpeech/train-clean-100 (from openslr.org/12)"
+        )
+    transcripts = sorted(folder.rglob("*.trans.txt"))
+    if not transcripts:
+        raise FileNotFoundError(
+            f"no *.trans.txt files under {str(folder)!r}: expected LibriSpeech's layout, "
+            "speaker/chapter/speaker-chapter.trans.txt with speaker-chapter-NNNN.flac beside it"
+        )
+    # Pointed at LibriSpeech/ itself? Then dev and test speech would be trained on: refuse.
+    parts = [path.relative_to(folder).parts for path in transcripts]
+    subsets = sorted({part[0] for part in parts if len(part) == 4})  # subset/speaker/chapter/file
+    train = [subset for subset in subsets if subset.startswith("train")]
+    if train and any(subset.startswith(("dev", "test")) for subset in subsets):
+        raise ValueError(
+            f"{folder} holds the LibriSpeech subsets {subsets}, training and held-out ones together: point "
+            f"this at a training subset (e.g. {folder / train[0]}) and --dev-dir at a dev subset"
+        )
+    utterances, dropped, problems = [], defaultdict(int), []
+    for path in transcripts:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            utterance_id, _, text = line.strip().partition(" ")
+            audio = path.parent / f"{utterance_id}.flac"
+            text, reason, problem = _check_transcript(text, where)
+            if not reason and not audio.is_file():
+                reason = "missing audio file"
+                problem = f"{where}: no audio file {audio.name} beside it; skipped"
+            if reason:
+                dropped[reason] += 1
+                problems.append(problem)
+                continue
+            utterances.append(CorpusUtterance(audio, text, utterance_id.split("-")[0], where))
+    return utterances, dict(dropped), problems
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[list[CorpusUtterance], dict[str, int], list[str]]:
+    """Index of a manifest: a CSV file with a header (``.csv``; ``.tsv`` for tabs) or JSON lines (``.jsonl``).
+
+    Each row (or JSON object) names an audio file (column ``audio``, ``audio_filepath`` (NeMo), ``path``,
+    ``file`` or ``wav``) and its transcript (``text``, ``transcript`` or ``sentence``), optionally its
+    speaker (``speaker``, ``speaker_id`` or ``client_id``). Relative audio paths are relative to the
+    manifest's folder. No audio is read here.
+
+    Returns:
+        ``(utterances, dropped, problems)`` as ``read_librispeech``.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: an unknown file type, or a CSV header without an
+        audio or a transcript column.
+    """
+    import csv
+    import json
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no manifest file {str(path)!r}: --data manifest needs a .csv, .tsv or .jsonl file"
+        )
+    suffix = path.suffix.lower()
+    rows: list[tuple[int, dict | None, str]] = []  # (line, record or None, what was wrong)
+    if suffix in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: a spreadsheet's BOM
+            reader = csv.DictReader(file, delimiter="\t" if suffix == ".tsv" else ",")
+            header = reader.fieldnames or []
+            for keys, what in ((CORPUS_AUDIO_KEYS, "audio path"), (CORPUS_TEXT_KEYS, "transcript")):
+                if not set(keys) & set(header):
+                    raise ValueError(
+                        f"{path}: the header {header} has no {what} column; name it one of {list(keys)}"
+                    )
+            for record in reader:
+                rows.append((reader.line_num, record, ""))
+    elif suffix in (".jsonl", ".json"):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                rows.append((number, None, f"not a JSON object ({error.msg})"))
+                continue
+            rows.append((number, record, "" if isinstance(record, dict) else "not a JSON object"))
+    else:
+        raise ValueError(
+            f"{path}: a manifest must be a .csv, .tsv or .jsonl file, got {suffix or 'no suffix'!r}"
+        )
+    utterances, dropped, problems = [], defaultdict(int), []
+    for number, record, wrong in rows:
+        where = f"{path}:{number}"
+        if not wrong:
+            audio = next((record[k] for k in CORPUS_AUDIO_KEYS if record.get(k)), None)
+            text = next((record[k] for k in CORPUS_TEXT_KEYS if record.get(k) is not None), None)
+            if not isinstance(audio, str) or not isinstance(text, str):
+                wrong = f"needs an audio path ({'/'.join(CORPUS_AUDIO_KEYS)}) and a transcript ({'/'.join(CORPUS_TEXT_KEYS)})"
+        if wrong:
+            dropped["malformed entry"] += 1
+            problems.append(f"{where}: {wrong}; skipped")
+            continue
+        text, reason, problem = _check_transcript(text, where)
+        audio = Path(audio).expanduser()
+        audio = audio if audio.is_absolute() else path.parent / audio
+        if not reason and not audio.is_file():
+            reason, problem = "missing audio file", f"{where}: no audio file {str(audio)!r}; skipped"
+        if reason:
+            dropped[reason] += 1
+            problems.append(problem)
+            continue
+        speaker = next((str(record[k]) for k in CORPUS_SPEAKER_KEYS if record.get(k) not in (None, "")), "")
+        utterances.append(CorpusUtterance(audio, text, speaker, where))
+    return utterances, dict(dropped), problems
+
+
+def hold_out_speakers(
+    utterances: Sequence[CorpusUtterance], fraction: float = 0.1, seed: int = 0
+) -> tuple[list[CorpusUtterance], list[CorpusUtterance], str]:
+    """Splits an index into (train, dev) with ``fraction`` of the *speakers* in dev, all their utterances.
+
+    The speakers are drawn with ``seed``, so the split is the same on every run. When some utterance has
+    no speaker (a manifest without a speaker column), ``fraction`` of the *utterances* are held out
+    instead, and the description says that dev speakers may also be heard in training.
+
+    Returns:
+        ``(train, dev, description)``, e.g. "held-out speakers: 4 of 40 (10%, seed 0)".
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the dev fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng([seed, 0xDE7])  # 0xDE7: a stream of its own for the dev split
+    speakers = sorted({u.speaker for u in utterances})
+    if "" in speakers:
+        count = min(len(utterances) - 1, max(1, round(fraction * len(utterances))))
+        if count < 1:
+            raise ValueError("too few utterances to hold some out for dev; give --dev-dir")
+        held = set(rng.permutation(len(utterances))[:count].tolist())
+        dev = [u for i, u in enumerate(utterances) if i in held]
+        train = [u for i, u in enumerate(utterances) if i not in held]
+        how = (
+            f"held-out utterances: {count} of {len(utterances)} ({fraction:.0%}, seed {seed}); no "
+            "speakers are named, so dev speakers may also be heard in training"
+        )
+        return train, dev, how
+    if len(speakers) < 2:
+        raise ValueError(
+            f"all utterances are by one speaker ({speakers[0] if speakers else 'none'}): no speakers to "
+            "hold out for dev; give --dev-dir"
+        )
+    count = min(len(speakers) - 1, max(1, round(fraction * len(speakers))))
+    held = {speakers[i] for i in rng.permutation(len(speakers))[:count].tolist()}
+    train = [u for u in utterances if u.speaker not in held]
+    dev = [u for u in utterances if u.speaker in held]
+    return train, dev, f"held-out speakers: {count} of {len(speakers)} ({fraction:.0%}, seed {seed})"
+
+
+def load_corpus_split(
+    utterances: Sequence[CorpusUtterance],
+    name: str,
+    config: DS2Config | None = None,
+    min_seconds: float = 0.5,
+    max_seconds: float = 20.0,
+    source: str = "",
+) -> CorpusSplit:
+    """Reads the audio of an index into a split, dropping (and counting) what cannot be trained on.
+
+    Per utterance: the duration from the file's header (``soundfile.info``, nothing decoded) against
+    ``[min_seconds, max_seconds]`` (``max_seconds=0``: no limit); then the audio, down-mixed and
+    resampled to ``config.sample_rate``; then silence (``is_silent``) and CTC feasibility: the model's
+    output frames for this audio (``DeepSpeech2(config).output_lengths``) against ``ctc_min_frames`` of
+    the transcript.
+
+    Returns:
+        The split, ``dropped`` counting each reason, ``problems`` naming each unreadable file, and
+        ``sample_rates`` counting the files' own rates (all but ``config.sample_rate`` were resampled).
+    """
+    config = config or DS2Config()
+    if min_seconds < 0 or max_seconds < 0 or (max_seconds and max_seconds < min_seconds):
+        raise ValueError(
+            f"the duration limits must satisfy 0 <= min <= max (max 0: no limit), got {min_seconds} and {max_seconds}"
+        )
+    front_end = DeepSpeech2(config)  # only for output_lengths: how the conv strides shorten time
+    split = CorpusSplit([], [], [], name, sample_rate=config.sample_rate, source=source)
+    dropped: dict[str, int] = defaultdict(int)
+    rates: dict[int, int] = defaultdict(int)
+    for utterance in utterances:
+        try:
+            info = soundfile.info(str(utterance.audio))  # the header only
+            seconds = info.frames / info.samplerate
+            if min_seconds <= seconds and not (max_seconds and seconds > max_seconds):
+                waveform, rate = load_audio(utterance.audio)  # (channels, samples)
+        except Exception as error:  # soundfile's own errors, or load_audio's ValueError
+            dropped["unreadable audio"] += 1
+            split.problems.append(f"{utterance.where}: cannot read {utterance.audio} ({error}); skipped")
+            continue
+        if seconds < min_seconds:
+            dropped[f"shorter than {min_seconds:g} s"] += 1
+            continue
+        if max_seconds and seconds > max_seconds:
+            dropped[f"longer than {max_seconds:g} s"] += 1
+            continue
+        mono = _resample(to_mono(waveform).numpy(), rate, config.sample_rate)  # (samples,)
+        if not np.isfinite(mono).all():
+            dropped["NaN or inf samples"] += 1
+            continue
+        if len(mono) == 0 or is_silent(torch.from_numpy(mono)):
+            dropped["silent"] += 1
+            continue
+        labels = encode_text(utterance.text)  # (S,)
+        needed = int(ctc_min_frames(labels[None], torch.tensor([len(labels)]))[0])
+        frames = num_frames(len(mono), config.sample_rate, config.window_ms, config.stride_ms)
+        if int(front_end.output_lengths(torch.tensor([frames]))[0]) < needed:
+            dropped["too short for the transcript under CTC"] += 1
+            continue
+        split.waveforms.append(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)))
+        split.texts.append(utterance.text)
+        split.speakers.append(utterance.speaker)
+        split.files.append(str(utterance.audio))
+        rates[rate] += 1
+    split.dropped, split.sample_rates = dict(dropped), dict(rates)
+    return split
+
+
+def _report_split(split: CorpusSplit, log: Callable[[str], None], shown: int = 10) -> None:
+    """One line for the split, then its problems (the first ``shown``, then a count of the rest)."""
+    dropped = ", ".join(f"{count} {reason}" for reason, count in sorted(split.dropped.items()))
+    minutes = split.durations_s().sum() / 60 if len(split) else 0.0
+    amount = f"{minutes / 60:.1f} h" if minutes >= 60 else f"{minutes:.1f} min"
+    log(
+        f"{split.name}: {len(split)} utterances ({amount}) from {split.source}; "
+        f"dropped {sum(split.dropped.values())}{': ' + dropped if dropped else ''}"
+    )
+    resampled = {rate: n for rate, n in sorted(split.sample_rates.items()) if rate != split.sample_rate}
+    if resampled:
+        rates = ", ".join(f"{n} at {rate} Hz" for rate, n in resampled.items())
+        log(f"  resampled to {split.sample_rate} Hz: {rates}")
+    if any(rate < split.sample_rate for rate in resampled):
+        log("  upsampled audio has nothing above half its own rate (8 kHz audio: 4 kHz): expect more errors")
+    for line in split.problems[:shown]:
+        log(f"  {line}")
+    if len(split.problems) > shown:
+        log(f"  ... and {len(split.problems) - shown} more (all in the split's .problems)")
+
+
+def read_corpus_splits(
+    kind: str,
+    data_dir: str | os.PathLike,
+    dev_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    min_seconds: float = 0.5,
+    max_seconds: float = 20.0,
+    config: DS2Config | None = None,
+    dev_fraction: float = 0.1,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, CorpusSplit]:
+    """A recorded corpus as the pipeline's splits: ``{"train": ..., "dev": ...}``.
+
+    Args:
+        kind: "librispeech" (a folder, see ``read_librispeech``) or "manifest" (see ``read_manifest``).
+        data_dir: the training folder or manifest.
+        dev_dir: the dev folder or manifest, in the same format; ``None``: hold out ``dev_fraction`` of
+            the training speakers (``hold_out_speakers``, drawn with ``seed``).
+        min_seconds, max_seconds: keep utterances of this duration (``max_seconds=0``: no limit).
+        config: the model's configuration, for the sample rate and the CTC feasibility check.
+        log: receives one line per split (kept, dropped by reason) and one per problem.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing folder or file, a bad manifest, dev files that are also
+        training files, or a split left empty by the filters (the message says what was dropped).
+    """
+    readers = {"librispeech": read_librispeech, "manifest": read_manifest}
+    if kind not in readers:
+        raise ValueError(f"kind must be one of {list(readers)}, got {kind!r}")
+    config = config or DS2Config()
+    train_index, train_dropped, train_problems = readers[kind](data_dir)
+    if dev_dir is not None:
+        dev_index, dev_dropped, dev_problems = readers[kind](dev_dir)
+        shared = {u.audio.resolve() for u in train_index} & {u.audio.resolve() for u in dev_index}
+        if shared:
+            raise ValueError(
+                f"{len(shared)} audio files are in both the training data and --dev-dir "
+                f"(e.g. {sorted(shared)[0]}): the dev set must be held out"
+            )
+        overlap = ({u.speaker for u in train_index} & {u.speaker for u in dev_index}) - {""}
+        dev_source = str(dev_dir)
+        if overlap:  # allowed (a corpus may have no disjoint dev set), but the dev error is then easier
+            dev_source += f" ({len(overlap)} of its speakers also speak in training)"
+    else:
+        train_index, dev_index, how = hold_out_speakers(train_index, dev_fraction, seed)
+        dev_dropped, dev_problems, dev_source = {}, [], f"{data_dir} ({how})"
+    splits = {}
+    for name, index, dropped, problems, source in (
+        ("train", train_index, train_dropped, train_problems, str(data_dir)),
+        ("dev", dev_index, dev_dropped, dev_problems, dev_source),
+    ):
+        split = load_corpus_split(index, name, config, min_seconds, max_seconds, source)
+        split.dropped = {**dropped, **split.dropped}
+        split.problems = [*problems, *split.problems]
+        if log is not None:
+            _report_split(split, log)
+        if not len(split):
+            raise ValueError(
+                f"no usable {name} utterances in {source} (dropped: {split.dropped or 'none; it is empty'}); "
+                "check the path, --min-seconds and --max-seconds"
+            )
+        splits[name] = split
+    return splits
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 12. Training: batching, SortaGrad (§3.3), the one training loop, evaluation, checkpoints
 # ----------------------------------------------------------------------------------------------------------
@@ -3135,6 +3987,52 @@ def sortagrad_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def distributed_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    epoch: int,
+    seed: int = 0,
+    sortagrad: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[list[int]]:
+    """This process's share of each global minibatch, for data parallelism over ``world_size`` processes.
+
+    ``batch_size`` is the *global* batch: the SortaGrad plan is ``sortagrad_batches(lengths, batch_size,
+    epoch, seed, sortagrad)``, the same on every process (the seed and epoch fix it), so one step on N
+    processes trains on exactly the utterances one process would train on in that step. Each global batch
+    (its utterances sorted by length) is dealt out like cards, ``batch[rank::world_size]``: every process
+    gets the same number of utterances (+-1) with a similar mix of lengths, so none waits long for the
+    others at the gradient all-reduce. A global batch smaller than ``world_size`` (the last one, when the
+    data does not divide evenly) joins its neighbour, so every process has work at every step. Over the
+    processes each utterance appears exactly once per epoch; epoch 0 stays globally sorted. With
+    ``world_size == 1`` this is ``sortagrad_batches``.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    if batch_size < world_size:
+        raise ValueError(
+            f"the batch size ({batch_size}) is the global batch, shared by {world_size} processes: it must "
+            "be at least the number of processes, so that each has an utterance"
+        )
+    plan = sortagrad_batches(lengths, batch_size, epoch, seed, sortagrad)
+    if world_size == 1:
+        return plan
+    if len(lengths) < world_size:
+        raise ValueError(f"{len(lengths)} utterances cannot keep {world_size} processes busy")
+    merged = [list(batch) for batch in plan]
+    # Only the last batch of a pool can be short, and only the last pool is not whole: at most one.
+    for index in reversed(range(len(merged))):
+        if len(merged[index]) < world_size:  # too small to share: join the batch before it (or after)
+            short = merged.pop(index)
+            merged[max(index - 1, 0)] += short
+    shares = []
+    for batch in merged:
+        batch = sorted(batch, key=lambda i: (lengths[i], i))  # a joined batch is sorted again
+        shares.append(batch[rank::world_size])
+    return shares
+
+
 # --- 12.3 The one training loop: learning-rate schedule, train_step, train_epoch, fit ---
 # Every runner (train_minimal.py, visualization.py, setup.py, the notebook, the benchmarks, the ablation
 # sweeps) trains through these functions, so a fix made here is made everywhere.
@@ -3159,6 +4057,8 @@ class TrainConfig:
     clip: float = 5.0  # the gradient's global norm is clipped to this
     sortagrad: bool = True  # §3.3: the first epoch in order of increasing length
     seed: int = 0  # batch order (and, in the CLI, data and initialisation)
+    # Mixed precision is not a field here but an argument of train_step/train_epoch/fit, like the device:
+    # a field would change every recorded ablation run's spec (asdict(TrainConfig)) and force reruns.
 
     def __post_init__(self):
         problems = []
@@ -3191,24 +4091,75 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(parameters, lr=config.lr)
 
 
+def amp_dtype(device: torch.device | str) -> torch.dtype:
+    """The autocast dtype of mixed precision (``--amp``) on ``device``.
+
+    bfloat16 has float32's exponent range (8 bits) with fewer mantissa bits, so activations and gradients
+    neither overflow nor underflow and no loss scaling is needed: it is used on CUDA GPUs that support it
+    (Ampere and later) and on the CPU. Older GPUs get float16, whose narrow range needs a ``GradScaler``
+    (``grad_scaler``). On the CPU, bf16 is faster only where the hardware has bf16 instructions (AMX,
+    AVX-512 BF16); elsewhere it is emulated and slower. Apple's MPS is refused: untested here.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16
+    raise ValueError(f"--amp (mixed precision) runs on CUDA or the CPU, not on {device.type}; drop --amp")
+
+
+def grad_scaler(device: torch.device | str, amp: bool) -> torch.amp.GradScaler | None:
+    """A ``GradScaler`` when ``amp`` computes in float16 (small gradients would underflow to 0), else None.
+
+    The scaler multiplies the loss by a large factor before ``backward`` and divides the gradients by it
+    before the step; it lowers the factor (and skips that step) when a gradient overflows.
+    """
+    device = torch.device(device)
+    if amp and amp_dtype(device) == torch.float16:
+        return torch.amp.GradScaler(device.type)
+    return None
+
+
 def train_step(
-    model: DeepSpeech2, optimizer: torch.optim.Optimizer, batch: Batch, clip: float = 5.0
+    model: DeepSpeech2,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    clip: float = 5.0,
+    amp: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> float:
     """One update: forward -> CTC loss -> backward -> clip the gradient norm -> optimizer step.
 
     Returns the batch's loss (mean over its utterances, nats). A NaN or inf loss is returned as it is and
     nothing is updated: one bad batch must not poison the weights (the caller counts it as skipped).
+    With ``amp`` the forward runs in autocast (``amp_dtype``) and the CTC loss in float32: its sums over
+    alignments of products of many probabilities lose their precision in 16 bits. ``scaler`` (from
+    ``grad_scaler``, float16 only) scales the loss for the backward pass.
+    Under torchrun ``model`` is the ``DistributedDataParallel`` wrapper and ``batch`` this process's share
+    of the global batch; the loss returned, and the gradient, are the global batch's (``shard_loss``).
     """
     model.train()
-    log_probs, out_lengths = model(batch.spectrograms, batch.lengths)  # (B, T', C)
+    device = batch.spectrograms.device
+    with torch.autocast(device.type, amp_dtype(device)) if amp else contextlib.nullcontext():
+        log_probs, out_lengths = model(batch.spectrograms, batch.lengths)  # (B, T', C)
+    log_probs = log_probs.float()  # the CTC loss in float32, whatever the forward ran in
     loss = ctc_loss(log_probs, batch.targets, out_lengths, batch.target_lengths)
     value = loss.item()
+    if distributed_world()[1] > 1:  # every process decides alike, so all skip a bad batch or none
+        loss, value = shard_loss(loss, value, len(batch.texts))
     if not math.isfinite(value):
         return value
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is None:
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        return value
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
     nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
+    scaler.step(optimizer)  # skipped when a gradient overflowed (then the scale is lowered)
+    scaler.update()
     return value
 
 
@@ -3234,8 +4185,13 @@ class TrainState:
         self.epoch, self.batch, self.epoch_losses, self.epoch_skipped = self.epoch + 1, 0, [], 0
 
 
-def steps_per_epoch(num_utterances: int, batch_size: int) -> int:
-    return math.ceil(num_utterances / batch_size)
+def steps_per_epoch(num_utterances: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimizer steps per epoch: global batches of ``batch_size`` (see ``distributed_batches``)."""
+    steps = math.ceil(num_utterances / batch_size)
+    # Over several processes the one short batch of a plan (if shorter than world_size) joins another.
+    if world_size > 1 and steps > 1 and 0 < num_utterances % batch_size < world_size:
+        steps -= 1
+    return steps
 
 
 def train_epoch(
@@ -3245,6 +4201,8 @@ def train_epoch(
     texts: Sequence[str],
     config: TrainConfig,
     state: TrainState,
+    amp: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Iterator[float]:
     """Train the rest of epoch ``state.epoch``, yielding each batch's loss right after its step.
 
@@ -3252,18 +4210,25 @@ def train_epoch(
     ``config.epochs`` epochs. ``state`` is brought up to date *before* each yield, so a caller may stop
     between two yields (Ctrl-C, a step budget, a time budget), save ``state`` and later resume exactly.
     When the generator is exhausted the epoch is complete; the caller evaluates and calls
-    ``state.end_epoch(record)``.
+    ``state.end_epoch(record)``. Under torchrun (a process group is initialised) each process trains on
+    its share of every global batch of ``config.batch_size`` utterances (``distributed_batches``).
+    ``amp``: mixed precision (``train_step``); in float16, pass one ``grad_scaler`` for the whole run (a
+    new one is made for the epoch otherwise, and spends a few skipped steps finding its scale again).
     """
     device = next(model.parameters()).device
+    scaler = grad_scaler(device, amp) if scaler is None else scaler
     lengths = [spec.shape[-1] for spec in spectrograms]
-    batches = sortagrad_batches(lengths, config.batch_size, state.epoch, config.seed, config.sortagrad)
+    rank, world_size = distributed_world()
+    batches = distributed_batches(
+        lengths, config.batch_size, state.epoch, config.seed, config.sortagrad, rank, world_size
+    )
     total_steps = config.epochs * len(batches)
     for index in range(state.batch, len(batches)):
         chosen = batches[index]
         batch = collate([spectrograms[i] for i in chosen], [texts[i] for i in chosen]).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(state.step, total_steps, config.lr, config.lr_floor)
-        loss = train_step(model, optimizer, batch, config.clip)
+        loss = train_step(model, optimizer, batch, config.clip, amp, scaler)
         state.step, state.batch = state.step + 1, index + 1
         if math.isfinite(loss):
             state.epoch_losses.append(loss)
@@ -3282,24 +4247,27 @@ def fit(
     max_seconds: float | None = None,
     on_step: Callable[[TrainState, float], None] | None = None,
     log: Callable[[str], None] | None = print,
+    amp: bool = False,
 ) -> TrainState:
     """Train for ``config.epochs`` epochs (or until ``max_seconds``), evaluating on ``dev`` after each.
 
     The loop for scripts and the notebook; ``train_minimal.py`` drives ``train_epoch`` itself for its
     progress bar and Ctrl-C handling. Each epoch's record: ``epoch``, ``train_loss`` (mean of its finite
     losses), ``skipped_batches``, ``steps`` (so far), ``seconds``, and greedy ``{"cer", "wer"}`` per dev
-    split. ``on_step(state, loss)`` is called after every step (e.g. to log a learning curve).
+    split. ``on_step(state, loss)`` is called after every step (e.g. to log a learning curve). ``amp``:
+    mixed precision (``train_step``).
 
     Returns:
         The final ``TrainState`` (``state.history`` holds the records).
     """
     optimizer = optimizer or make_optimizer(model, config)
     state = state or TrainState()
+    scaler = grad_scaler(next(model.parameters()).device, amp)  # one for the run (float16 only)
     began = time.perf_counter()
     out_of_time = False
     while state.epoch < config.epochs and not out_of_time:
         epoch_began = time.perf_counter()
-        for loss in train_epoch(model, optimizer, *train, config, state):
+        for loss in train_epoch(model, optimizer, *train, config, state, amp, scaler):
             if on_step is not None:
                 on_step(state, loss)
             if max_seconds is not None and time.perf_counter() - began > max_seconds:
@@ -3329,13 +4297,134 @@ def fit(
     return state
 
 
+def mps_is_available() -> bool:
+    """Whether Apple's Metal GPU backend (MPS, Apple-silicon Macs) can be used by this torch build."""
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; ``"cpu"``/``"cuda"`` as asked (clear error if absent)."""
+    """The device to train on: ``"auto"`` takes CUDA, else Apple MPS, else the CPU.
+
+    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` and ``"mps"`` are taken as asked; one that is absent, or a name
+    that is none of these, raises ``ValueError`` saying what to use instead.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name} was asked for, but no CUDA GPU is available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"numbered 0 to {torch.cuda.device_count() - 1}"
+            )
+    elif device.type == "mps" and not mps_is_available():
+        raise ValueError(
+            f"--device {name} was asked for, but Apple's MPS backend is not available (it needs an "
+            "Apple-silicon Mac and a torch build with MPS); use --device cpu"
+        )
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r} is not supported here: use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+# --- Data parallelism with torchrun (§4.1: synchronous SGD over many GPUs) ---
+# The paper trains one model on many GPUs with synchronous SGD: every GPU holds a copy of the model and a
+# share of the minibatch, and the gradients are summed across GPUs (an all-reduce) before every step, so
+# all copies take the same step - the minibatch is simply spread over more hardware. PyTorch's
+# DistributedDataParallel (DDP) does the all-reduce during the backward pass. What is ours: the batch plan
+# (``distributed_batches``: SortaGrad over the global batch), the loss weighting that makes the update
+# exactly the global batch's (``shard_loss``), and BatchNorm statistics over the global batch
+# (``_global_batch_moments``). ``torchrun --nproc_per_node N train_minimal.py ...`` starts N processes.
+
+
+def distributed_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``(0, 1)`` unless a process group is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str = "auto") -> torch.device:
+    """This process's device; under torchrun, also join the process group (NCCL on CUDA, gloo on CPU).
+
+    torchrun starts one process per GPU and tells each where it stands in environment variables:
+    ``RANK`` (0 to WORLD_SIZE - 1 over all nodes), ``WORLD_SIZE``, ``LOCAL_RANK`` (which GPU of this
+    node is its own) and ``MASTER_ADDR``/``MASTER_PORT`` to meet the others at. Without them (plain
+    ``python``) this is ``pick_device(device)`` and no group is joined.
+    """
+    chosen = pick_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return chosen
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if chosen.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"torchrun started local rank {local_rank}, but this node has {torch.cuda.device_count()} "
+                "CUDA GPU(s): set --nproc_per_node to at most the number of GPUs"
+            )
+        chosen, backend = torch.device("cuda", local_rank), "nccl"  # one GPU per process
+        torch.cuda.set_device(chosen)
+    elif chosen.type == "cpu":
+        backend = "gloo"
+    else:
+        raise ValueError(f"torchrun runs on CUDA GPUs (NCCL) or CPUs (gloo), not on {chosen.type!r}")
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+        atexit.register(dist.destroy_process_group)  # leave the group cleanly when the process ends
+    return chosen
+
+
+def distribute(model: nn.Module) -> nn.Module:
+    """``model`` wrapped in ``DistributedDataParallel`` when there are several processes, else ``model``.
+
+    DDP broadcasts rank 0's weights at the start (so every copy begins equal) and averages the gradients
+    over the processes during ``backward``. ``forward_sync_buffers=False``: the BatchNorm running
+    estimates need no broadcast before every forward, as every process updates them from the same global
+    statistics (they are still copied from rank 0 once, at the start). Train through the wrapper; save,
+    load and evaluate the model itself.
+    """
+    if distributed_world()[1] == 1:
+        return model
+    device = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None, forward_sync_buffers=False
+    )
+
+
+def shard_loss(loss: Tensor, value: float, count: int) -> tuple[Tensor, float]:
+    """``(loss to backpropagate, the global batch's mean loss)`` for this process's ``count`` utterances.
+
+    ``loss`` (its float ``value``) is the mean over this process's share. DDP *averages* gradients over
+    the processes, and shares may differ by one utterance, so each share's loss is weighted by
+    ``count * world_size / global_count``: the average is then the gradient of the global batch's mean
+    loss, the update one process would make. The global mean (NaN or inf if any share's is) is the same
+    on every process, so all of them skip a bad batch or none does.
+    """
+    totals = torch.tensor([value * count, float(count)], dtype=torch.float64, device=loss.device)
+    dist.all_reduce(totals)  # sums over the processes
+    global_sum, global_count = totals.tolist()
+    return loss * (count * dist.get_world_size() / global_count), global_sum / global_count
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if ``flag`` is true on any (Ctrl-C reaches them at different moments).
+
+    A collective under torchrun: every process must call it at the same point, then all act alike.
+    """
+    if distributed_world()[1] == 1:
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    tensor = torch.tensor([float(bool(flag))], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 @torch.no_grad()
@@ -3363,8 +4452,13 @@ def evaluate(
     alpha: float = 0.0,
     beta: float = 0.0,
     batch_size: int = 32,
+    decoder: Callable[[Tensor], str] | None = None,
 ) -> dict:
-    """Corpus CER and WER with greedy decoding, and with beam search (+ LM) when ``beam_width > 0``."""
+    """Corpus CER and WER with greedy decoding, and with beam search (+ LM) when ``beam_width > 0``.
+
+    ``decoder`` (e.g. ``flashlight_decoder(...)``), when given, replaces ``prefix_beam_search`` for the
+    ``beam_*`` results: ``decoder(log_probs (T, C)) -> str``.
+    """
     log_probs = predict(model, spectrograms, batch_size)
     greedy = [greedy_decode(lp)[0] for lp in log_probs]
     result = {
@@ -3372,8 +4466,11 @@ def evaluate(
         "wer": word_error_rate(texts, greedy),
         "hypotheses": greedy,
     }
-    if beam_width > 0:
-        beam = [prefix_beam_search(lp, beam_width, lm, alpha, beta) for lp in log_probs]
+    if beam_width > 0 or decoder is not None:
+        decode = decoder or functools.partial(
+            prefix_beam_search, beam_width=beam_width, lm=lm, alpha=alpha, beta=beta
+        )
+        beam = [decode(lp) for lp in log_probs]
         result |= {
             "beam_cer": character_error_rate(texts, beam),
             "beam_wer": word_error_rate(texts, beam),
@@ -3640,6 +4737,7 @@ def transcribe(
     alpha: float = 0.0,
     beta: float = 0.0,
     max_chunk_s: float = 20.0,
+    decoder: Callable[[Tensor], str] | None = None,
 ) -> str:
     """Audio in, text out: down-mix to mono, cut into chunks, resample to the model's rate, featurize, decode.
 
@@ -3659,6 +4757,8 @@ def transcribe(
         sample_rate: Hz.
         beam_width: 0 for greedy decoding, else prefix beam search (with ``lm``, ``alpha``, ``beta``).
         max_chunk_s: longest piece given to the model at once, seconds.
+        decoder: ``decoder(log_probs (T, C)) -> str`` (e.g. ``flashlight_decoder``), used instead of the
+            above when given.
 
     Raises:
         ValueError: empty, too short, NaN/inf or silent audio (see ``check_waveform``, ``featurize``).
@@ -3684,7 +4784,9 @@ def transcribe(
             chunk = AF.resample(chunk, sample_rate, model_rate)
         spec = featurize(chunk, model_rate, model_rate, model.config.spectrogram_floor_db)
         (log_probs,) = predict(model, [spec])
-        if beam_width > 0:
+        if decoder is not None:
+            text = decoder(log_probs)
+        elif beam_width > 0:
             text = prefix_beam_search(log_probs, beam_width, lm, alpha, beta)
         else:
             text = greedy_decode(log_probs)[0]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 INSTALL = "python -m pip install -r requirements.txt"
-# Import name, and whether the lesson needs it (flashlight-text only backs the benchmarks' peer decoder).
+# Import name, and whether the lesson needs it (flashlight-text backs only --decoder flashlight and the
+# benchmarks' peer decoder).
 IMPORTS = {"torch": "torch", "torchaudio": "torchaudio", "numpy": "numpy", "matplotlib": "matplotlib"}
 IMPORTS |= {"soundfile": "soundfile", "tqdm": "tqdm", "flashlight-text": "flashlight.lib.text"}
 OPTIONAL = {"flashlight-text"}

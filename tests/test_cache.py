@@ -206,3 +206,97 @@ def test_a_second_train_minimal_run_skips_synthesis(tmp_path, monkeypatch, capsy
     assert "conv_type='1d'" in second
     final = lambda out: [line for line in out.splitlines() if "greedy CER" in line]  # noqa: E731
     assert len(final(first)) == 2 and final(first) == final(second) == final(third)  # the same audio
+
+
+def _espeak_installed() -> bool:
+    try:
+        ds2.check_espeak_available()
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _espeak_installed(), reason=f"espeak-ng is not installed: {ds2.ESPEAK_INSTALL_HINT}")
+def test_espeak_splits_are_cached_too(tmp_path, monkeypatch):
+    recipe = dict(train_size=3, dev_size=2, seed=5, train_noise_fraction=0.5, cache_dir=tmp_path)
+    lines = []
+    first = ds2.cached_splits(**recipe, corpus="espeak", log=lines.append)
+    assert len(lines) == 3 and all("synthesised" in line for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("espeak-dev-clean-2utt-seed5-")
+    assert_same_splits(first, ds2.make_espeak_splits(3, 2, seed=5, train_noise_fraction=0.5))
+    assert isinstance(first["train"].speakers[0], ds2.EspeakSpeaker)
+    monkeypatch.setattr(ds2, "make_espeak_splits", no_synthesis)
+    lines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = ds2.cached_splits(**recipe, corpus="espeak", log=lines.append)
+    assert len(lines) == 3 and all("from the cache" in line for line in lines)
+    assert_same_splits(second, first)
+    assert type(second["train"].speakers[0].rate_wpm) is int  # plain types survive the round trip
+    monkeypatch.undo()
+    # The letter-phone corpus with the same recipe is another entry, never this one.
+    lines = []
+    ds2.cached_splits(**recipe, log=lines.append)
+    assert all("synthesised" in line for line in lines)
+    # A truncated entry: one warning naming it, remade.
+    (path,) = tmp_path.glob("espeak-dev-noisy-*.pt")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(UserWarning) as caught:
+        third = ds2.cached_splits(**recipe, corpus="espeak")
+    assert len(caught) == 1 and "corrupt" in str(caught[0].message) and str(path) in str(caught[0].message)
+    assert_same_splits(third, first)
+    # Other synthesis code (or another numpy/torch/torchaudio): stale, one warning per split, remade.
+    monkeypatch.setattr(ds2, "espeak_code_hash", lambda: "0" * 64)
+    with pytest.warns(UserWarning) as caught:
+        fourth = ds2.cached_splits(**recipe, corpus="espeak")
+    assert len(caught) == 3 and all("stale" in str(w.message) for w in caught)
+    assert_same_splits(fourth, first)
+
+
+def test_the_espeak_code_hash_covers_the_espeak_code_and_the_grammar_only(tmp_path):
+    def espeak_hash(name, edit):
+        source = (ROOT / "implementation.py").read_text(encoding="utf-8")
+        path = tmp_path / f"{name}.py"
+        path.write_text(edit(source), encoding="utf-8")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+            return module.espeak_code_hash()
+        finally:
+            del sys.modules[name]
+
+    unchanged = espeak_hash("espeak_same", lambda s: s)
+    assert unchanged == ds2.espeak_code_hash()
+    for name, old, new in (
+        ("espeak_rate", "ESPEAK_RATE_WPM = (130, 230)", "ESPEAK_RATE_WPM = (131, 230)"),  # 11.8
+        ("espeak_grammar", "pitch_hz = 80.0 *", "pitch_hz = 81.0 *"),  # 11.1-11.6 (babble noise)
+    ):
+        assert old in (ROOT / "implementation.py").read_text()
+        assert espeak_hash(name, lambda s, o=old, n=new: s.replace(o, n, 1)) != unchanged, name
+    for name, old, new in (
+        ("espeak_cache", "def cached_splits(", "def cached_splits(  "),  # 11.7
+        ("espeak_corpora", "def read_manifest(", "def read_manifest(  "),  # 11.9
+        ("espeak_train", "def learning_rate(", "def learning_rate(  "),  # 12
+    ):
+        assert espeak_hash(name, lambda s, o=old, n=new: s.replace(o, n, 1)) == unchanged, name
+
+
+@pytest.mark.skipif(not _espeak_installed(), reason=f"espeak-ng is not installed: {ds2.ESPEAK_INSTALL_HINT}")
+def test_a_second_train_minimal_espeak_run_skips_synthesis(tmp_path, monkeypatch, capsys):
+    handler = signal.getsignal(signal.SIGINT)  # train_minimal.main installs its own Ctrl-C handler
+    try:
+        argv = [*FAST, "--data", "espeak", "--cache-dir", str(tmp_path / "cache")]
+        assert train_minimal.main(train_minimal.parse_args([*argv, "--out", str(tmp_path / "a")])) == 0
+        first = capsys.readouterr().out
+        monkeypatch.setattr(ds2, "make_espeak_splits", no_synthesis)
+        assert train_minimal.main(train_minimal.parse_args([*argv, "--out", str(tmp_path / "b")])) == 0
+        second = capsys.readouterr().out
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    data_line = lambda out: next(line for line in out.splitlines() if line.startswith("data: "))  # noqa: E731
+    assert "audio synthesised" in data_line(first) and "audio from the cache" in data_line(second)
+    assert len(list((tmp_path / "cache").glob("espeak-*.pt"))) == 3
+    final = lambda out: [line for line in out.splitlines() if "greedy CER" in line]  # noqa: E731
+    assert len(final(first)) == 2 and final(first) == final(second)  # the same audio
