@@ -293,6 +293,39 @@ def clipped_relu(x: Tensor, ceiling: float = 20.0) -> Tensor:
     return torch.clamp(x, min=0.0, max=ceiling)
 
 
+class Conv2dTwoGradients(torch.autograd.Function):
+    """``F.conv2d`` (no bias) whose backward asks for the input and weight gradients in two calls.
+
+    ``Conv2dTwoGradients.apply(x, weight, stride, padding)`` equals ``F.conv2d(x, weight, None, stride,
+    padding)`` with the same gradients. Why: on the CPU, oneDNN's backward for our few-channel layers
+    runs about 1.5x slower when asked for both gradients at once than when asked for each alone
+    (``benchmarks/bench_training.py`` shows the conv backward's time), so the conv front-end uses this for
+    CPU training. The first layer's input (the spectrogram) needs no gradient: only its weight's is made.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, stride: tuple, padding: tuple) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = (stride, padding)
+        return F.conv2d(x, weight, None, stride, padding)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.geometry
+        wanted = ctx.needs_input_grad[:2]  # (input, weight)
+        grads = [
+            torch.ops.aten.convolution_backward(
+                grad, x, weight, None, stride, padding, (1, 1), False, (0, 0), 1, (i == 0, i == 1, False)
+            )[i]
+            if needed
+            else None
+            for i, needed in enumerate(wanted)
+        ]
+        return grads[0], grads[1], None, None
+
+
 def conv_output_size(size: int | Tensor, kernel: int, stride: int, padding: int):
     """Output length of a convolution along one axis: ``floor((size + 2p - k) / s) + 1``."""
     return (size + 2 * padding - kernel) // stride + 1
@@ -377,8 +410,14 @@ class ConvFrontEnd(nn.Module):
         # faster on it than on (B, K, F, T) for these few-channel layers (benchmarks/bench_training.py).
         x = (spec * mask[:, None, :]).unsqueeze(1)  # (B, 1, F, T), padding -> 0 before the first conv
         x = x.contiguous(memory_format=torch.channels_last)
+        # Conv2dTwoGradients: CPU training in float32 (under autocast, nn.Conv2d picks the dtypes).
+        separate_gradients = x.device.type == "cpu" and torch.is_grad_enabled()
+        separate_gradients = separate_gradients and not torch.is_autocast_enabled("cpu")
         for conv, norm in zip(self.layers, self.norms, strict=True):
-            x = conv(x)  # (B, K, F', T'), channels-last
+            if separate_gradients and conv.bias is None:
+                x = Conv2dTwoGradients.apply(x, conv.weight, conv.stride, conv.padding)  # (B, K, F', T')
+            else:
+                x = conv(x)  # (B, K, F', T'), channels-last
             lengths = conv_output_size(lengths, conv.kernel_size[1], conv.stride[1], conv.padding[1])
             mask = lengths_to_mask(lengths, x.shape[-1])  # (B, T')
             if isinstance(norm, MaskedBatchNorm):  # statistics over the valid (B, F', T') positions
@@ -422,27 +461,25 @@ class MaskedBatchNorm(nn.BatchNorm1d):
     before any sum, so not even a NaN in the padding can reach a statistic.
     """
 
-    def scale_and_shift(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-feature ``(scale, shift)`` with ``BN(x) = x * scale + shift``; updates running estimates."""
+    def scale_and_shift(self, x: Tensor, mask: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per-feature ``(scale, shift)`` with ``BN(x) = x * scale + shift``; updates running estimates.
+
+        With ``weight`` (O, I), the BatchNorm is of ``y = x @ weight.T`` (O features), and its training
+        statistics come from the mean and covariance of ``x`` (``_linear_moments``) without forming ``y``:
+        ``GRULayer`` normalises ``W h^{l-1}`` this way and folds ``scale`` into ``W``.
+        """
         if self.training:
-            valid = mask[..., None]  # (B, T, 1) or (B, 1, T, 1): broadcasts against x
-            dims = tuple(range(x.dim() - 1))
-            count = torch.broadcast_to(mask, x.shape[:-1]).sum()  # valid values per feature
             x = x.to(torch.promote_types(x.dtype, torch.float32))  # float32+ statistics, also under --amp
-            x = x.masked_fill(~valid, 0.0)
-            if distributed_world()[1] > 1:  # torchrun: this process holds one shard of the global batch
-                mean, var, count = _global_batch_moments(x, valid, dims, count)
+            if weight is None:
+                mean, var, count = _masked_moments(x, mask)
             else:
-                mean = x.sum(dim=dims) / count  # one per feature
-                var = (x - mean).masked_fill(~valid, 0.0).square().sum(
-                    dim=dims
-                ) / count  # biased, one per feature
+                mean, var, count = _linear_moments(x, mask, weight.to(x.dtype))
             with torch.no_grad():  # running estimates, as nn.BatchNorm1d keeps them
                 self.running_mean.lerp_(mean.detach(), self.momentum)
                 self.running_var.lerp_(var.detach() * count / max(int(count) - 1, 1), self.momentum)
                 self.num_batches_tracked += 1
         else:
-            mean, var = self.running_mean, self.running_var
+            mean, var = self.running_mean, self.running_var  # of W x itself, with or without weight
         scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:  # affine=False: no learned gamma and beta
             scale = scale * self.weight
@@ -474,6 +511,66 @@ class SumOverProcesses(torch.autograd.Function):
         total = grad.clone()
         dist.all_reduce(total)
         return total
+
+
+def _masked_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean, biased variance and valid-value count per feature (last axis) over the valid positions."""
+    valid = mask[..., None]  # (B, T, 1) or (B, 1, T, 1): broadcasts against x
+    dims = tuple(range(x.dim() - 1))
+    count = torch.broadcast_to(mask, x.shape[:-1]).sum()  # valid values per feature
+    x = x.masked_fill(~valid, 0.0)
+    if distributed_world()[1] > 1:  # torchrun: this process holds one shard of the global batch
+        return _global_batch_moments(x, valid, dims, count)
+    mean = x.sum(dim=dims) / count  # one per feature
+    var = (x - mean).masked_fill(~valid, 0.0).square().sum(dim=dims) / count  # biased, one per feature
+    return mean, var, count
+
+
+class Gram(torch.autograd.Function):
+    """``Gram.apply(x (N, I)) -> x^T x (I, I)``, whose backward is one matmul, ``x (G + G^T)``.
+
+    (Autograd would see two operands and make two matmuls.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.T @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return x @ (grad + grad.T)
+
+
+def _linear_moments(x: Tensor, mask: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean and biased variance of ``y = x @ weight.T`` over the valid rows, without forming ``y``.
+
+    ``x (B, T, I)``, ``mask (B, T)``, ``weight (O, I)``. With ``m`` and ``C`` the mean and covariance of
+    the valid rows of ``x``, ``y``'s mean is ``W m`` and its variance the diagonal of ``W C W^T``. Two
+    passes, as ``_masked_moments`` makes, so no digits are lost to a large mean: the mean, then ``C`` from
+    the centred rows in one (I x I) matmul. For a GRU layer (I = 328, O = 768 here) this replaces a dozen
+    elementwise passes over the (B, T, 768) product, forward and backward, by two small matmuls.
+    Under torchrun the sums and ``C`` are all-reduced, as ``_global_batch_moments`` does.
+    """
+    valid = mask[..., None]  # (B, T, 1)
+    features = x.shape[-1]
+    count = mask.sum()  # valid rows
+    x = x.masked_fill(~valid, 0.0)
+    sums = x.sum(dim=(0, 1))  # (I,)
+    distributed = distributed_world()[1] > 1
+    if distributed:  # the global batch's sums and count, in float64 as in _global_batch_moments
+        totals = SumOverProcesses.apply(torch.cat([sums.double(), count.double()[None]]))
+        sums, count = totals[:-1].to(x.dtype), totals[-1].detach().round().long()
+    x_mean = sums / count  # (I,)
+    with torch.autocast(x.device.type, enabled=False):  # statistics in float32 also under --amp
+        centred = (x - x_mean).masked_fill(~valid, 0.0).reshape(-1, features)  # (B * T, I)
+        covariance = Gram.apply(centred)  # (I, I), times the count
+        if distributed:
+            covariance = SumOverProcesses.apply(covariance)
+        mean = weight @ x_mean  # (O,)
+        var = ((weight @ covariance) * weight).sum(dim=1).clamp_min(0.0) / count  # (O,), biased
+    return mean, var, count
 
 
 def _global_batch_moments(
@@ -533,82 +630,87 @@ class GRURecurrence(torch.autograd.Function):
 
     Why by hand: on the CPU, ``torch.gru`` under autograd records a dozen small ops per step and
     direction, and its backward replays them and accumulates ``dU`` step by step. Here the forward runs
-    without a graph, one batched matmul per step for both directions (D is the bmm batch), and stores the
-    gates; the backward walks the steps in reverse with one batched matmul per step, and ``dU`` is a
-    single matmul over all steps at the end. ``tests/test_implementation.py`` checks it against
-    ``torch.gru`` and by ``gradcheck``. ``GRULayer`` uses it for training on the CPU. Under CPU autocast
-    the recurrence runs in float32.
+    without a graph: five ops per step for both directions (D is the batch of one in-place batched
+    matmul), into time-major buffers whose per-step slices are contiguous. The backward walks the steps in
+    reverse with three ops per step: one multiply makes all three gates' gradients from ``dh_t`` and
+    factors computed for every step at once beforehand, then ``dh_{t-1}``; ``dU`` is one matmul over
+    all steps at the end. ``tests/test_implementation.py`` checks it against ``torch.gru`` and by
+    ``gradcheck``. ``GRULayer`` uses it for training on the CPU. Under CPU autocast the recurrence runs
+    in float32.
     """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, gx: Tensor, weight_hh: Tensor, bias_hh: Tensor) -> Tensor:
+    def forward(ctx, gx: Tensor, weight_hh: Tensor, bias_hh: Tensor) -> Tensor:  # type: ignore[override]
         directions, frames, batch, gates = gx.shape  # (D, T, B, 3H)
         hidden = gates // 3
-        hh = gx.new_empty(directions, frames, batch, gates)  # U h_{t-1} + b, kept for the backward
-        rz = gx.new_empty(directions, frames, batch, 2 * hidden)  # r_t and z_t side by side
-        n = gx.new_empty(directions, frames, batch, hidden)
-        h = gx.new_empty(directions, frames, batch, hidden)
+        rz_part, n_part = slice(0, 2 * hidden), slice(2 * hidden, gates)
+        # Time-major buffers: each step's (D, B, .) slice is contiguous, so the matmul writes in place.
+        # hh[t] ends as (r_t, z_t, U_n h_{t-1} + b_n): what the backward needs.
+        hh = gx.new_empty(frames, directions, batch, gates)
+        n = gx.new_empty(frames, directions, batch, hidden)
+        h = gx.new_empty(frames, directions, batch, hidden)
         u_transposed, bias = weight_hh.transpose(1, 2), bias_hh[:, None]  # (D, H, 3H), (D, 1, 3H)
         h_prev = gx.new_zeros(directions, batch, hidden)  # h_{-1} = 0
-        rz_part, n_part = slice(0, 2 * hidden), slice(2 * hidden, gates)
         # Each step's (D, B, .) view of each tensor, taken once up front rather than sliced in the loop.
-        tensors = (gx[..., rz_part], gx[..., n_part], hh, hh[..., rz_part], hh[..., n_part])
-        tensors += (rz, rz[..., :hidden], rz[..., hidden:], n, h)
-        steps = zip(*(tensor.unbind(1) for tensor in tensors), strict=True)
-        for gx_rz, gx_n, hh_t, hh_rz, hh_n, rz_t, r, z, n_t, h_t in steps:
+        tensors = (hh, hh[..., rz_part], hh[..., :hidden], hh[..., hidden : 2 * hidden], hh[..., n_part])
+        tensors += (gx[..., rz_part].transpose(0, 1), gx[..., n_part].transpose(0, 1), n, h)
+        steps = zip(*(tensor.unbind(0) for tensor in tensors), strict=True)
+        for hh_t, rz_t, r, z, hh_n, gx_rz, gx_n, n_t, h_t in steps:
             torch.baddbmm(bias, h_prev, u_transposed, out=hh_t)  # U h_{t-1} + b: (D, B, 3H)
-            torch.add(gx_rz, hh_rz, out=rz_t).sigmoid_()  # r_t, z_t
+            torch.add(gx_rz, rz_t, out=rz_t).sigmoid_()  # r_t, z_t
             torch.addcmul(gx_n, r, hh_n, out=n_t).tanh_()  # n_t
-            torch.lerp(n_t, h_prev, z, out=h_t)  # n + z (h_{t-1} - n) = (1 - z) n + z h_{t-1}
-            h_prev = h_t
-        ctx.save_for_backward(weight_hh, hh, rz, n, h)
-        return h
+            h_prev = torch.lerp(n_t, h_prev, z, out=h_t)  # n + z (h_{t-1} - n) = (1 - z) n + z h_{t-1}
+        ctx.save_for_backward(weight_hh, hh, n, h)
+        return h.transpose(0, 1)  # (D, T, B, H): a view of the time-major buffer
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        weight_hh, hh, rz, n, h = ctx.saved_tensors
-        directions, frames, batch, gates = hh.shape
+    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        weight_hh, hh, n, h = ctx.saved_tensors  # time-major: (T, D, B, .)
+        frames, directions, batch, gates = hh.shape
         hidden = gates // 3
-        r, z = rz[..., :hidden], rz[..., hidden:]  # (D, T, B, H) each
-        # Local derivatives for all steps at once (sigmoid' = s (1 - s), tanh' = 1 - tanh^2). With a_* the
-        # pre-activations (r = sigmoid(a_r), ...) and dh the whole gradient reaching h_t:
-        #   da_n = dh (1 - z) (1 - n^2)     da_z = dh (h_{t-1} - n) z (1 - z)
-        #   da_r = da_n (U_n h_{t-1} + b_n) r (1 - r)
-        # (in place where we can: each of these is a full (D, T, B, H) tensor)
+        r, z, hh_n = hh[..., :hidden], hh[..., hidden : 2 * hidden], hh[..., 2 * hidden :]  # (T, D, B, H)
+        # With a_* the pre-activations (r = sigmoid(a_r), ...) and dh the whole gradient reaching h_t
+        # (sigmoid' = s (1 - s), tanh' = 1 - tanh^2):
+        #   da_n = dh (1 - z) (1 - n^2)     da_z = dh (h_{t-1} - n) z (1 - z)     da_r = da_n hh_n r (1 - r)
+        # and d(U h_{t-1} + b) = (da_r, da_z, da_n r). Each is dh times a factor known for every step
+        # before the loop, so the loop makes all three with one multiply.
         one_minus_z = 1 - z
         to_candidate = n.square().neg_().add_(1).mul_(one_minus_z)  # (1 - n^2)(1 - z)
-        to_update = torch.empty_like(n)  # (h_{t-1} - n) z (1 - z), with h_{-1} = 0
-        torch.sub(h[:, :-1], n[:, 1:], out=to_update[:, 1:])
-        torch.neg(n[:, 0], out=to_update[:, 0])
+        factors = hh.new_empty(frames, directions, batch, 3, hidden)
+        torch.mul((1 - r).mul_(r).mul_(hh_n), to_candidate, out=factors[..., 0, :])  # reset
+        to_update = factors[..., 1, :]  # (h_{t-1} - n) z (1 - z), with h_{-1} = 0
+        torch.sub(h[:-1], n[1:], out=to_update[1:])
+        torch.neg(n[0], out=to_update[0])
         to_update.mul_(z).mul_(one_minus_z)
-        to_reset = (1 - r).mul_(r).mul_(hh[..., 2 * hidden :])  # (U_n h_{t-1} + b_n) r (1 - r)
-        grad_hh = torch.empty_like(hh)  # d loss / d(U h_{t-1} + b): (D, T, B, 3H)
-        grad_candidate = torch.empty_like(n)  # da_n: (D, T, B, H)
-        tensors = (to_candidate, to_reset, to_update, r, z, grad_candidate, grad_hh, grad_hh[..., :hidden])
-        tensors += (grad_hh[..., hidden : 2 * hidden], grad_hh[..., 2 * hidden :])
-        steps = list(zip(*(tensor.unbind(1) for tensor in tensors), strict=True))  # (D, B, .) views
-        grad_from_output = grad_h.unbind(1)  # (D, B, H) per step
-        dh = grad_from_output[-1]  # the whole gradient reaching the last step
+        torch.mul(to_candidate, r, out=factors[..., 2, :])  # candidate, through r
+        # d(U h_{t-1} + b), gate by gate; direction-major, as d gx is returned: (D, T, B, 3, H)
+        grad_hh = hh.new_empty(directions, frames, batch, 3, hidden)
+        grad_hh_flat = grad_hh.view(directions, frames, batch, gates)
+        dh = hh.new_empty(frames, directions, batch, hidden)  # the whole gradient reaching each h_t
+        grad_from_output = grad_h.transpose(0, 1)  # (T, D, B, H)
+        dh[-1] = grad_from_output[-1]
+        views = [tensor.unbind(0) for tensor in (dh, dh.unsqueeze(3), factors, z, grad_from_output)]
+        views += [tensor.unbind(1) for tensor in (grad_hh, grad_hh_flat)]
+        dh_t, dh_3, factor, z_t, from_output, grad_hh_t, grad_hh_flat_t = views
         for t in reversed(range(frames)):
-            to_n, to_r, to_z, r_t, z_t, da_n, grad_hh_t, da_r, da_z, r_da_n = steps[t]
-            torch.mul(dh, to_n, out=da_n)
-            torch.mul(da_n, to_r, out=da_r)
-            torch.mul(dh, to_z, out=da_z)
-            torch.mul(da_n, r_t, out=r_da_n)  # d(U_n h_{t-1} + b_n)
+            torch.mul(dh_3[t], factor[t], out=grad_hh_t[t])  # (D, B, 3, H)
             if t > 0:  # dh_{t-1} = (gradient from the output) + z dh_t + U^T d(U h_{t-1} + b)
-                dh = torch.addcmul(grad_from_output[t - 1], dh, z_t).baddbmm_(grad_hh_t, weight_hh)
+                torch.addcmul(from_output[t - 1], dh_t[t], z_t[t], out=dh_t[t - 1])
+                dh_t[t - 1].baddbmm_(grad_hh_flat_t[t], weight_hh)
         # dU = sum over steps and utterances of d(U h_{t-1} + b) h_{t-1}^T: one matmul (h_{-1} = 0 adds
         # nothing, so step 0 is left out); db = the same sum without the h.
-        flat = (directions, (frames - 1) * batch)
-        grad_weight = grad_hh[:, 1:].reshape(*flat, gates).transpose(1, 2) @ h[:, :-1].reshape(*flat, hidden)
-        grad_bias = grad_hh.sum(dim=(1, 2))
-        # d gx: the reset and update gates enter like U h + b, the candidate's without the r.
-        grad_gx = grad_hh  # reused: (D, T, B, 3H)
-        grad_gx[..., 2 * hidden :] = grad_candidate
-        return grad_gx, grad_weight, grad_bias  # (D, T, B, 3H), (D, 3H, H), (D, 3H)
+        steps_after_first = (directions, (frames - 1) * batch)
+        h_prev = h[:-1].transpose(0, 1).reshape(*steps_after_first, hidden)  # (D, (T - 1) B, H)
+        grad_weight = grad_hh_flat[:, 1:].reshape(*steps_after_first, gates).transpose(1, 2) @ h_prev
+        grad_bias = grad_hh_flat.view(directions, frames * batch, gates).sum(dim=1)  # (D, 3H)
+        # d gx: the reset and update gates enter like U h + b; the candidate's is da_n, without the r.
+        torch.mul(
+            dh.transpose(0, 1), to_candidate.transpose(0, 1), out=grad_hh[..., 2, :]
+        )  # reuses the buffer
+        return grad_hh_flat, grad_weight, grad_bias  # (D, T, B, 3H), (D, 3H, H), (D, 3H)
 
 
 def recurrence_order(lengths: Tensor, frames: int, directions: int) -> tuple[Tensor, Tensor]:
@@ -616,9 +718,9 @@ def recurrence_order(lengths: Tensor, frames: int, directions: int) -> tuple[Ten
 
     Direction 0 reads frame ``t`` at step ``t``. Direction 1 reads each utterance reversed within its
     own length (as ``reverse_padded``), so it starts at the true last frame; padding comes after.
-    ``read`` picks rows of a ``(B, T, D)``-ordered table (the input gates) in ``(D, T, B)`` step order;
-    ``back`` picks rows of the ``(D, T, B)`` outputs in ``(B, T, D)`` frame order. Reversing within a
-    length is its own inverse, so one step-for-frame map serves both ways.
+    ``read`` picks rows of a ``(B, T)``-ordered table (the layer's input frames) in ``(D, T, B)`` step
+    order; ``back`` picks rows of the time-major ``(T, D, B)`` outputs in ``(B, T, D)`` frame order.
+    Reversing within a length is its own inverse, so one step-for-frame map serves both ways.
     """
     batch = lengths.shape[0]
     time = torch.arange(frames, device=lengths.device)[:, None]  # (T, 1)
@@ -626,8 +728,10 @@ def recurrence_order(lengths: Tensor, frames: int, directions: int) -> tuple[Ten
     step = torch.stack([time.expand(frames, batch), reversed_time])[:directions]  # (D, T, B)
     direction = torch.arange(directions, device=lengths.device)[:, None, None]  # (D, 1, 1)
     utterance = torch.arange(batch, device=lengths.device)  # (B,)
-    read = (utterance * frames + step) * directions + direction  # (D, T, B)
-    back = (direction * frames + step) * batch + utterance  # (D, T, B): frame (b, t) of d is at step[d, t, b]
+    read = utterance * frames + step  # (D, T, B)
+    back = (
+        step * directions + direction
+    ) * batch + utterance  # (D, T, B): frame (b, t) of d is at step[d, t, b]
     return read.reshape(-1), back.permute(2, 1, 0).reshape(-1)
 
 
@@ -692,25 +796,33 @@ class GRULayer(nn.Module):
     def _run_recurrence(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         """Both directions at once with ``GRURecurrence``: ``(B, T, I) -> (B, T, H)`` (padding not yet 0).
 
-        ``W h^{l-1}`` is computed once, for all frames and both directions; BatchNorm's statistics come from
-        it and it is normalised in place of folding, so the recurrence starts from ``B(W h^{l-1})``.
+        BatchNorm of ``W h^{l-1}`` (§3.2) is folded into ``W`` here too, as in ``_run_fused_kernel``, but
+        with training statistics: ``scale_and_shift`` takes them from ``h^{l-1}``'s mean and covariance
+        (``_linear_moments``), and gradients flow through them. So the input gates ``B(W h^{l-1})`` come
+        out of one batched matmul, directly in the order each direction reads its frames.
         """
-        (batch, frames, _), directions, hidden = x.shape, self.directions, self.hidden_size
+        (batch, frames, features), directions, hidden = x.shape, self.directions, self.hidden_size
         parameters = {name: [getattr(self.gru, name + s) for s in self._suffixes()] for name in _GRU_NAMES}
-        gates = x @ torch.cat(parameters["weight_ih"]).T  # W h^{l-1}: (B, T, D * 3H)
+        x = x.masked_fill(~mask[..., None], 0.0)  # whatever fills the padding never reaches a valid frame
+        weight = torch.cat(parameters["weight_ih"])  # W: (D * 3H, I)
         if self.norm is not None:
-            scale, shift = self.norm.scale_and_shift(gates, mask)  # (D * 3H,) each
-            gates = torch.addcmul(shift, gates, scale)  # B(W h^{l-1}): BN's shift replaces the input bias
+            scale, shift = self.norm.scale_and_shift(x, mask, weight=weight)  # (D * 3H,) each
+            weight, bias = weight * scale[:, None], shift  # diag(gamma / sigma) W; BN's shift as the bias
         else:
-            gates = gates + torch.cat(parameters["bias_ih"])  # W h^{l-1} + b
+            bias = torch.cat(parameters["bias_ih"])
         read, back = recurrence_order(lengths, frames, directions)
-        gx = gates.reshape(-1, 3 * hidden).index_select(0, read)  # (D * T * B, 3H), in step order
+        steps = x.reshape(-1, features).index_select(0, read).view(directions, frames * batch, features)
+        gx = torch.baddbmm(  # B(W h^{l-1}) for every step: (D, T * B, 3H)
+            bias.view(directions, 1, 3 * hidden),
+            steps,
+            weight.view(directions, 3 * hidden, features).transpose(1, 2),
+        )
         h = GRURecurrence.apply(
             gx.view(directions, frames, batch, 3 * hidden),  # (D, T, B, 3H)
             torch.stack(parameters["weight_hh"]),  # (D, 3H, H)
             torch.stack(parameters["bias_hh"]),  # (D, 3H)
-        )  # (D, T, B, H)
-        h = h.reshape(-1, hidden).index_select(0, back)  # (B * T * D, H), in frame order
+        )  # (D, T, B, H), a view of a time-major (T, D, B, H) buffer
+        h = h.transpose(0, 1).reshape(-1, hidden).index_select(0, back)  # (B * T * D, H), in frame order
         return h.view(batch, frames, directions, hidden).sum(dim=2)  # h_forward + h_backward: (B, T, H)
 
     def _run_fused_kernel(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
@@ -1191,11 +1303,14 @@ def prefix_beam_search_nbest(
         max_labels_per_frame: consider at most this many of a frame's most probable labels (speed on
             unconfident, e.g. untrained, models); ``None`` for no cap.
     """
-    if log_probs.dim() != 2:
+    if np.ndim(log_probs) != 2:
         raise ValueError(f"expected (T, C) log-probabilities of one utterance, got {tuple(log_probs.shape)}")
     if beam_width < 1:
         raise ValueError(f"beam_width must be >= 1, got {beam_width}")
-    frames = log_probs.detach().double().cpu().numpy()
+    if isinstance(log_probs, Tensor):
+        frames = log_probs.detach().double().cpu().numpy()
+    else:  # a numpy array (evaluate's worker processes get these: no torch kernels after a fork)
+        frames = np.asarray(log_probs, dtype=np.float64)
     space = _CHAR_TO_ID[" "]
     use_lm = lm is not None and (alpha != 0.0 or beta != 0.0)
 
@@ -2455,10 +2570,27 @@ def synthesize_speech(
 NOISE_KINDS = ("white", "pink", "babble")
 
 
-def _babble(num_samples: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
-    """3 to 6 other synthetic speakers talking at once, each at the same level, shape ``(samples,)``."""
+def _babble(
+    num_samples: int, rng: np.random.Generator, sample_rate: int, bank: Sequence[np.ndarray] = ()
+) -> np.ndarray:
+    """3 to 6 other synthetic speakers talking at once, each at the same level, shape ``(samples,)``.
+
+    Without a ``bank`` every talker is a new voice, synthesised for this utterance alone (the costly
+    part of synthesis: 3-6 voices per noisy utterance). With one (``make_babble_bank``), the talkers are
+    drawn from it, all different, each joined at a random point.
+    """
     mixture = np.zeros(num_samples)
-    for _ in range(int(rng.integers(3, 7))):
+    count = int(rng.integers(3, 7))
+    if bank:
+        for k in rng.choice(len(bank), size=min(count, len(bank)), replace=False):
+            talker = bank[int(k)]
+            if len(talker) < num_samples:  # an utterance longer than the bank's talkers: loop the talker
+                talker = np.tile(talker, -(-num_samples // len(talker)))
+            start = int(rng.integers(len(talker) - num_samples + 1))
+            piece = talker[start : start + num_samples].astype(np.float64)
+            mixture += piece / max(float(np.sqrt(np.mean(piece**2))), 1e-8)
+        return mixture
+    for _ in range(count):
         speaker = random_speaker(rng)
         speech = [synthesize_speech(random_sentence(rng), speaker, rng, sample_rate).numpy()]
         while sum(len(piece) for piece in speech) < num_samples:  # one talker keeps talking
@@ -2470,13 +2602,68 @@ def _babble(num_samples: int, rng: np.random.Generator, sample_rate: int) -> np.
     return mixture
 
 
+BABBLE_TALKERS = 64  # the most voices in a training split's babble bank (make_babble_bank)
+BABBLE_SECONDS = 12.0  # how long each of them talks
+
+
+def babble_bank_size(babble_utterances: float) -> int:
+    """Voices in the bank for a split expected to hold this many babble utterances (``make_splits``).
+
+    One voice for every 5 of them, at least 6 (a mixture takes up to 6 different talkers) and at most
+    ``BABBLE_TALKERS``: the default training split (2,000 utterances, half noisy, a third of those babble)
+    gets 64 voices, each heard in about 23 mixtures at different points. New voices for every utterance,
+    as the dev-noisy split keeps, would cost 3-6 voices per babble utterance: about half of the default
+    data's synthesis time (``benchmarks/bench_training.py`` prints the synthesis speed).
+    """
+    return int(min(BABBLE_TALKERS, max(6, round(babble_utterances / 5))))
+
+
+def _babble_talkers(recipe: tuple, indices: Iterable[int]) -> list[np.ndarray]:
+    """Talkers ``indices`` of a babble bank, ``recipe = (seed_words, seconds, sample_rate)``: float32."""
+    seed_words, seconds, sample_rate = recipe
+    talkers = []
+    for index in indices:
+        rng = np.random.default_rng([*seed_words, 2**31 + index])  # never an utterance's seed (index < 2^31)
+        speaker = random_speaker(rng)
+        speech, samples = [], 0
+        while samples < seconds * sample_rate:  # one talker keeps talking
+            speech.append(synthesize_speech(random_sentence(rng), speaker, rng, sample_rate).numpy())
+            samples += len(speech[-1])
+        talkers.append(np.concatenate(speech))
+    return talkers
+
+
+def make_babble_bank(
+    seed: Seed,
+    talkers: int = BABBLE_TALKERS,
+    seconds: float = BABBLE_SECONDS,
+    sample_rate: int = SAMPLE_RATE,
+    workers: int = 1,
+) -> list[np.ndarray]:
+    """``talkers`` random voices, each saying random sentences for about ``seconds``: babble for a split.
+
+    Synthesised once per split, so that babble costs one voice per talker rather than 3-6 new voices per
+    noisy utterance (``make_split``'s ``babble_talkers``). Talker k depends on ``(seed, k)`` alone: the
+    same for any number of ``workers``.
+    """
+    if talkers < 1 or seconds <= 0:
+        raise ValueError(f"a babble bank needs talkers >= 1 and seconds > 0, got {talkers} and {seconds}")
+    recipe = (_seed_words(seed), float(seconds), sample_rate)
+    return _map_in_processes(_babble_talkers, recipe, talkers, workers)
+
+
 def make_noise(
-    num_samples: int, kind: str, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
+    num_samples: int,
+    kind: str,
+    rng: np.random.Generator,
+    sample_rate: int = SAMPLE_RATE,
+    babble_bank: Sequence[np.ndarray] = (),
 ) -> np.ndarray:
     """Noise of one kind, float64 ``(samples,)``, at an arbitrary level (``add_noise`` sets the level).
 
     "white" is flat; "pink" falls 3 dB per octave (power proportional to 1/f, like much real-world
-    noise); "babble" is other people talking, the hardest kind because it looks like the signal.
+    noise); "babble" is other people talking, the hardest kind because it looks like the signal (its
+    talkers come from ``babble_bank`` when one is given, see ``make_babble_bank``).
     """
     if kind == "white":
         return rng.standard_normal(num_samples)
@@ -2487,12 +2674,17 @@ def make_noise(
         spectrum[0] = 0.0
         return np.fft.irfft(spectrum, num_samples)
     if kind == "babble":
-        return _babble(num_samples, rng, sample_rate)
+        return _babble(num_samples, rng, sample_rate, babble_bank)
     raise ValueError(f"unknown noise kind {kind!r}; choose one of {NOISE_KINDS}")
 
 
 def add_noise(
-    waveform: torch.Tensor, snr_db: float, kind: str, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
+    waveform: torch.Tensor,
+    snr_db: float,
+    kind: str,
+    rng: np.random.Generator,
+    sample_rate: int = SAMPLE_RATE,
+    babble_bank: Sequence[np.ndarray] = (),
 ) -> torch.Tensor:
     """Adds noise at a signal-to-noise ratio.
 
@@ -2506,6 +2698,7 @@ def add_noise(
         kind: "white", "pink" or "babble" (see ``make_noise``).
         rng: the random generator.
         sample_rate: in Hz.
+        babble_bank: talkers for "babble" (``make_babble_bank``); empty: new voices for this utterance.
 
     Returns:
         float32 ``(samples,)``, the noisy waveform.
@@ -2521,7 +2714,7 @@ def add_noise(
     signal_power = np.mean(signal**2)
     if signal_power == 0:
         raise ValueError("the waveform is silent, so no SNR can be defined; pass speech")
-    noise = make_noise(len(signal), kind, rng, sample_rate)
+    noise = make_noise(len(signal), kind, rng, sample_rate, babble_bank)
     noise *= np.sqrt(signal_power / (np.mean(noise**2) * 10.0 ** (snr_db / 10.0)))
     return torch.from_numpy((signal + noise).astype(np.float32))
 
@@ -2584,6 +2777,8 @@ class SplitRecipe:
     snr_db: tuple[float, float]  # (low, high) range of a noisy utterance's SNR, dB
     noisy_fraction: float  # probability that an utterance gets noise
     sample_rate: int  # Hz
+    # Talkers for babble (make_babble_bank, itself a function of seed_words); empty: new voices each time.
+    babble_bank: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
 
 
 def make_split(
@@ -2596,6 +2791,7 @@ def make_split(
     noisy_fraction: float = 1.0,
     sample_rate: int = SAMPLE_RATE,
     workers: int = 1,
+    babble_talkers: int = 0,
 ) -> SyntheticSplit:
     """Synthesises a split: random sentences said by speakers drawn from ``speakers``.
 
@@ -2612,6 +2808,8 @@ def make_split(
         noisy_fraction: the probability that an utterance gets noise (when ``noise_kinds`` is not empty).
         sample_rate: in Hz.
         workers: processes to synthesise in (the result is the same for any number).
+        babble_talkers: > 0: babble comes from a bank of this many voices made once for the split
+            (``make_babble_bank``, ``BABBLE_SECONDS`` each); 0: from 3-6 new voices per utterance.
 
     Returns:
         The split; ``split.noise`` and ``split.snr_db`` record what was added to each utterance.
@@ -2626,8 +2824,11 @@ def make_split(
     if not 0.0 <= noisy_fraction <= 1.0:
         raise ValueError(f"noisy_fraction must be between 0 and 1, got {noisy_fraction}")
     low, high = (snr_db, snr_db) if isinstance(snr_db, (int, float)) else snr_db
+    bank = ()
+    if babble_talkers > 0 and "babble" in noise_kinds and noisy_fraction > 0 and num_utterances > 0:
+        bank = tuple(make_babble_bank(seed, babble_talkers, BABBLE_SECONDS, sample_rate, workers))
     recipe = SplitRecipe(
-        _seed_words(seed), tuple(speakers), tuple(noise_kinds), (low, high), noisy_fraction, sample_rate
+        _seed_words(seed), tuple(speakers), tuple(noise_kinds), (low, high), noisy_fraction, sample_rate, bank
     )
     indices = range(num_utterances)
     if workers > 1 and num_utterances >= 2 * workers:
@@ -2678,7 +2879,7 @@ def _synthesize_utterances(
         kind, snr = "clean", math.inf
         if noise_kinds and rng.random() < noisy_fraction:
             kind, snr = str(noise_kinds[int(rng.integers(len(noise_kinds)))]), float(rng.uniform(low, high))
-            waveform = add_noise(waveform, snr, kind, rng, sample_rate)
+            waveform = add_noise(waveform, snr, kind, rng, sample_rate, recipe.babble_bank)
         utterances.append((waveform.numpy(), text, speaker, kind, snr))
     return utterances
 
@@ -2697,7 +2898,8 @@ def make_splits(
     """Makes the lesson's three splits, each with its own speakers.
 
     "train" is clean unless ``train_noise_fraction`` > 0 (noise augmentation: that fraction of utterances
-    gets white, pink or babble noise at an SNR drawn from ``train_snr_db``). "dev-clean" is clean;
+    gets white, pink or babble noise at an SNR drawn from ``train_snr_db``; its babble talkers come from
+    one bank of voices for the split, ``babble_bank_size``). "dev-clean" is clean;
     "dev-noisy" has noise of a kind drawn per utterance at 10 dB SNR, like the paper's regular and
     noisy development sets (Table 4 topic, section 3.5). No speaker appears in two splits, so the dev
     sets measure how well the model handles voices it has never heard.
@@ -2725,6 +2927,7 @@ def make_splits(
         noisy_fraction=train_noise_fraction,
         sample_rate=sample_rate,
         workers=workers,
+        babble_talkers=babble_bank_size(train_size * train_noise_fraction / len(NOISE_KINDS)),
     )
     dev_clean = make_split(
         "dev-clean", dev_size, pools["dev-clean"], seed=(seed, 11), sample_rate=sample_rate, workers=workers
@@ -4453,11 +4656,13 @@ def evaluate(
     beta: float = 0.0,
     batch_size: int = 32,
     decoder: Callable[[Tensor], str] | None = None,
+    workers: int = 1,
 ) -> dict:
     """Corpus CER and WER with greedy decoding, and with beam search (+ LM) when ``beam_width > 0``.
 
     ``decoder`` (e.g. ``flashlight_decoder(...)``), when given, replaces ``prefix_beam_search`` for the
-    ``beam_*`` results: ``decoder(log_probs (T, C)) -> str``.
+    ``beam_*`` results: ``decoder(log_probs (T, C)) -> str``. ``workers`` > 1 runs ``prefix_beam_search``
+    (pure Python, one utterance at a time) in that many forked processes; the results are the same.
     """
     log_probs = predict(model, spectrograms, batch_size)
     greedy = [greedy_decode(lp)[0] for lp in log_probs]
@@ -4466,17 +4671,25 @@ def evaluate(
         "wer": word_error_rate(texts, greedy),
         "hypotheses": greedy,
     }
+    if decoder is not None:
+        beam = [decoder(lp) for lp in log_probs]
+    elif beam_width > 0:
+        search = (beam_width, lm, alpha, beta)
+        frames = [lp.numpy() for lp in log_probs]  # numpy: the workers must not run torch kernels
+        beam = _map_in_processes(_beam_search_items, (frames, search), len(frames), workers)
     if beam_width > 0 or decoder is not None:
-        decode = decoder or functools.partial(
-            prefix_beam_search, beam_width=beam_width, lm=lm, alpha=alpha, beta=beta
-        )
-        beam = [decode(lp) for lp in log_probs]
         result |= {
             "beam_cer": character_error_rate(texts, beam),
             "beam_wer": word_error_rate(texts, beam),
             "beam_hypotheses": beam,
         }
     return result
+
+
+def _beam_search_items(recipe: tuple, indices: Iterable[int]) -> list[str]:
+    """``prefix_beam_search`` on utterances ``indices`` of ``recipe = (frames, (beam_width, lm, alpha, beta))``."""
+    frames, (beam_width, lm, alpha, beta) = recipe
+    return [prefix_beam_search(frames[i], beam_width, lm, alpha, beta) for i in indices]
 
 
 CHECKPOINT_FORMAT = "deep-speech-2-lesson/1"

@@ -88,7 +88,7 @@ def parse_args(argv=None):
     a("--device", default="auto", help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     a("--amp", action="store_true", help="mixed precision on CUDA: bf16 autocast (fp16 + loss scaling on older GPUs), CTC loss in fp32")
     a("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
-    a("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes that synthesise the data")
+    a("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes that synthesise the data and run the final beam search")
     a("--out", default="runs/ds2", help="run folder for checkpoint.pt, metrics.json, curves.png")
     a("--resume", metavar="CHECKPOINT", help="continue training from this checkpoint")
     a("--stop-after", type=int, default=0, metavar="STEPS",
@@ -331,7 +331,14 @@ def main(args):
     final = {}
     for split in dev_splits:
         result = ds2.evaluate(
-            model, *data[split], lm, args.beam_width, args.alpha, args.beta, decoder=decoder
+            model,
+            *data[split],
+            lm,
+            args.beam_width,
+            args.alpha,
+            args.beta,
+            decoder=decoder,
+            workers=args.workers,
         )
         final[split] = {k: v for k, v in result.items() if not k.endswith("hypotheses")}
         references, greedy, beam = data[split][1][:5], result["hypotheses"][:5], result["beam_hypotheses"][:5]

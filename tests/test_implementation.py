@@ -11,8 +11,10 @@ import random
 import time
 
 import jiwer
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
@@ -695,3 +697,58 @@ def test_atomic_write_leaves_a_whole_file_with_the_usual_permissions(tmp_path):
 
 def _raise():
     raise RuntimeError("a crash mid-write")
+
+
+def test_conv2d_two_gradients_equals_conv2d_and_its_gradients():
+    """The conv front-end's CPU training conv: F.conv2d's output and both gradients, channels-last too."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 21, 17, dtype=torch.float64)
+    weight = torch.randn(4, 2, 5, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda x, w: ds2.Conv2dTwoGradients.apply(x, w, (2, 1), (2, 1)),
+        (x.requires_grad_(), weight.requires_grad_()),
+    )
+    x32 = torch.randn(3, 1, 30, 20).contiguous(memory_format=torch.channels_last)
+    w32 = torch.randn(4, 1, 7, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    ours = ds2.Conv2dTwoGradients.apply(x32, w32, (2, 2), (3, 2))
+    theirs = F.conv2d(x32, w32, None, (2, 2), (3, 2))
+    torch.testing.assert_close(ours, theirs)
+    grad = torch.randn_like(ours)
+    # The input needs no gradient (a spectrogram): only the weight's is made, and it is F.conv2d's.
+    torch.testing.assert_close(torch.autograd.grad(ours, w32, grad), torch.autograd.grad(theirs, w32, grad))
+
+
+def test_batchnorm_statistics_of_a_linear_map_come_from_the_input_covariance():
+    """_linear_moments(x, mask, W) == _masked_moments(x @ W.T, mask), values and gradients; padding ignored."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 7, 5, dtype=torch.float64) * 3 + 10  # a large mean: the two-pass formula keeps digits
+    weight = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1])
+    mask = ds2.lengths_to_mask(lengths, 7)
+    x[~mask] = float("nan")  # garbage in the padding must not reach a statistic
+    x.requires_grad_()
+    ours = ds2._linear_moments(x, mask, weight)
+    oracle = ds2._masked_moments(x.nan_to_num() @ weight.T, mask)
+    for a, b in zip(ours, oracle, strict=True):
+        torch.testing.assert_close(a, b)
+    weights = torch.randn(2, 6, dtype=torch.float64)
+    grads = [
+        torch.autograd.grad((m * weights[0]).sum() + (v * weights[1]).sum(), (x, weight))
+        for m, v, _ in (ours, ds2._masked_moments(torch.where(mask[..., None], x, 0.0) @ weight.T, mask))
+    ]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(
+        ds2.Gram.apply, (torch.randn(5, 3, dtype=torch.float64, requires_grad=True),)
+    )
+
+
+def test_beam_search_in_worker_processes_gives_the_same_results():
+    torch.manual_seed(0)
+    model = ds2.DeepSpeech2(ds2.DS2Config(conv_channels=(4,), rnn_hidden=16))
+    rng = np.random.default_rng(0)
+    specs = [torch.randn(161, int(rng.integers(40, 90))) for _ in range(6)]
+    texts = ["the cat", "a dog", "hello", "where is it", "yes", "no"]
+    lm = ds2.NGramLM.train(texts, order=2)
+    one, two = (ds2.evaluate(model, specs, texts, lm, 4, 0.5, 1.0, workers=w) for w in (1, 2))
+    assert one["beam_hypotheses"] == two["beam_hypotheses"] and one["beam_cer"] == two["beam_cer"]

@@ -350,3 +350,51 @@ def test_write_wav_round_trips_within_16_bit_precision(tmp_path):
     samples, sample_rate = soundfile.read(path, dtype="float32")
     assert sample_rate == SAMPLE_RATE and soundfile.info(path).subtype == "PCM_16"
     np.testing.assert_allclose(samples, waveform.numpy(), atol=1.0 / 32768)
+
+
+def test_babble_bank_is_the_same_for_any_number_of_workers_and_talks_long_enough():
+    one = synthetic.make_babble_bank((30, 1), talkers=4, seconds=1.5, workers=1)
+    two = synthetic.make_babble_bank((30, 1), talkers=4, seconds=1.5, workers=2)
+    assert len(one) == 4 and all(np.array_equal(a, b) for a, b in zip(one, two, strict=True))
+    assert all(len(talker) >= 1.5 * SAMPLE_RATE for talker in one)
+    other = synthetic.make_babble_bank((30, 2), talkers=4, seconds=1.5)
+    assert not any(np.array_equal(a[:1000], b[:1000]) for a, b in zip(one, other, strict=True))
+
+
+def test_split_with_a_babble_bank_is_the_same_for_any_number_of_workers():
+    pool = make_speaker_pool(5, seed=31)
+    splits = [
+        make_split("b", 8, pool, seed=32, noise_kinds=("babble",), babble_talkers=6, workers=workers)
+        for workers in (1, 2)
+    ]
+    assert set(splits[0].noise) == {"babble"}
+    for a, b in zip(splits[0].waveforms, splits[1].waveforms, strict=True):
+        assert torch.equal(a, b)
+    fresh = make_split("b", 8, pool, seed=32, noise_kinds=("babble",))  # new voices: other babble
+    assert not torch.equal(fresh.waveforms[0], splits[0].waveforms[0])
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 10.0])
+def test_babble_from_a_bank_achieves_the_snr_and_mixes_different_talkers(snr_db):
+    rng = np.random.default_rng(33)
+    clean = synthesize_speech("where is my little cat", random_speaker(rng), rng)
+    bank = synthetic.make_babble_bank((33, 0), talkers=6, seconds=1.0)  # shorter than the utterance: looped
+    noisy = add_noise(clean, snr_db, "babble", rng, babble_bank=bank)
+    noise = noisy.double() - clean.double()
+    achieved = 10.0 * math.log10(float(clean.double().pow(2).mean() / noise.pow(2).mean()))
+    assert achieved == pytest.approx(snr_db, abs=0.1)
+    # One talker in the bank: the babble is that talker (looped), joined at a random point, at unit level.
+    one = synthetic.make_noise(len(clean), "babble", np.random.default_rng(1), babble_bank=bank[:1])
+    assert np.sqrt(np.mean(one**2)) == pytest.approx(1.0)
+    n = len(clean)
+    looped = np.tile(bank[0], -(-n // len(bank[0])) + 1).astype(np.float64)
+    energy = np.concatenate([[0.0], np.cumsum(looped**2)])
+    rms = np.sqrt((energy[n:] - energy[:-n]) / n)  # of every length-n window of the looped talker
+    starts = np.flatnonzero(np.isclose(looped[: len(rms)] / rms, one[0]))
+    assert any(np.allclose(one, looped[s : s + n] / rms[s]) for s in starts)
+
+
+def test_babble_bank_size_grows_with_the_split_between_6_and_64_voices():
+    assert synthetic.babble_bank_size(2000 * 0.5 / 3) == synthetic.BABBLE_TALKERS == 64
+    assert synthetic.babble_bank_size(100) == 20
+    assert synthetic.babble_bank_size(0.8) == 6
