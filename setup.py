@@ -155,7 +155,7 @@ def check_speed() -> None:
             None,
             f"about {run['total_s'] / 60:.1f} min = {run['steps']} steps x {run['step_s']:.2f} s "
             f"+ data {run['data_s']:.0f} s + dev evaluation {run['eval_s']:.0f} s "
-            "(plus the final beam search, about half a minute)",
+            "(plus the final beam search)",
         )
     if best == 1 and default > 1:
         slowdown = runs[default]["total_s"] / runs[1]["total_s"]

@@ -12,9 +12,16 @@ Measured in one run, on the same threads:
     backward; gradient clipping; optimizer), from hooks on the model and the optimizer, and how many
     operators one step dispatches (``torch.profiler``), with the five most expensive: a regression
     shows in one line;
-  * ``--compare-packed`` (on by default): the same steps with the recurrent layers run on a
-    ``PackedSequence``, the way this lesson's GRU layer worked before 2026-11-30, as the peer;
-  * the data side: synthesis speed (x real time) and featurisation (one batched STFT per split).
+  * two peers (unless ``--no-compare-packed``), the same steps interleaved with ours batch by batch so
+    that a change in the host's load hits all three alike:
+      - "packed GRU": our model with its recurrent layers run on a ``PackedSequence``, the way this
+        lesson's GRU layer worked before 2026-11-30; everything else as ours, so it isolates the GRU;
+      - "as of issue 11": the step as it ran when issue 11 was filed (commit 2761ddf^): the packed GRU
+        and the conv front-end in PyTorch's default memory format, with ``nn.Conv2d``'s own backward;
+  * the FLOPs that compute the recurrent layers' BatchNorm statistics from covariances
+    (``_linear_moments``, extra work the other steps do not do), and the FLOP rate without them;
+  * the data side: synthesis speed (x real time, with a babble bank as ``make_splits`` builds one) and
+    featurisation (one batched STFT per split).
 
     python benchmarks/bench_training.py [--batch-size 32] [--batches 8] [--threads 0] [--no-compare-packed]
 """
@@ -76,12 +83,39 @@ class PackedGRULayer(ds2.GRULayer):
         return output
 
 
-def packed_copy(model: ds2.DeepSpeech2) -> ds2.DeepSpeech2:
-    """The same model (same weights) with every GRU layer replaced by the packed peer."""
+class DefaultLayoutConvFrontEnd(ds2.ConvFrontEnd):
+    """The conv front-end as it ran when issue 11 was filed (commit 2761ddf^), with today's BatchNorm.
+
+    Weights and activations in PyTorch's default (B, K, F, T) memory format, and ``nn.Conv2d``'s own
+    backward (both gradients in one call). Same parameters and outputs as ``ds2.ConvFrontEnd``.
+    """
+
+    def forward(self, spec, lengths):
+        mask = ds2.lengths_to_mask(lengths, spec.shape[-1])
+        x = (spec * mask[:, None, :]).unsqueeze(1)  # (B, 1, F, T)
+        for conv, norm in zip(self.layers, self.norms, strict=True):
+            x = conv(x)  # (B, K, F', T')
+            lengths = ds2.conv_output_size(lengths, conv.kernel_size[1], conv.stride[1], conv.padding[1])
+            mask = ds2.lengths_to_mask(lengths, x.shape[-1])
+            if isinstance(norm, ds2.MaskedBatchNorm):
+                x = norm(x.permute(0, 2, 3, 1), mask[:, None, :]).permute(0, 3, 1, 2)
+            x = ds2.clipped_relu(x) * mask[:, None, None, :]
+        batch, channels, freq, frames = x.shape
+        return x.permute(0, 3, 1, 2).reshape(batch, frames, channels * freq), lengths
+
+
+def packed_copy(model: ds2.DeepSpeech2, as_of_issue: bool = False) -> ds2.DeepSpeech2:
+    """The same model (same weights) with every GRU layer replaced by the packed peer.
+
+    ``as_of_issue``: the conv front-end too, as it ran when issue 11 was filed.
+    """
     peer = ds2.DeepSpeech2(model.config)
     for layer in peer.rnns:
         layer.__class__ = PackedGRULayer
     peer.load_state_dict(model.state_dict())
+    if as_of_issue:
+        peer.conv.__class__ = DefaultLayoutConvFrontEnd
+        peer.conv.to(memory_format=torch.contiguous_format)
     return peer
 
 
@@ -152,6 +186,32 @@ def time_steps(model, optimizer, batches, timer=None) -> list[float]:
     return seconds
 
 
+def time_interleaved(runs: list[tuple], batches) -> list[list[float]]:
+    """Seconds per step for each ``(model, optimizer, timer)``, batch by batch, in a rotating order."""
+    seconds: list[list[float]] = [[] for _ in runs]
+    for index, batch in enumerate(batches):
+        for position in range(len(runs)):
+            which = (index + position) % len(runs)
+            model, optimizer, timer = runs[which]
+            seconds[which] += time_steps(model, optimizer, [batch], timer)
+    return seconds
+
+
+def batchnorm_statistics_flops(counter: FlopCounterMode) -> int:
+    """FLOPs of the recurrent layers' ``torch.mm`` calls: exactly the covariance-based BatchNorm statistics.
+
+    (``GRULayer``'s projections and recurrence run as batched matmuls, ``bmm``/``baddbmm``; only
+    ``_linear_moments`` and its backward use plain ``mm``.)
+    """
+    return sum(
+        flops
+        for module, by_op in counter.get_flop_counts().items()
+        if ".rnns." in module and module.count(".") == 2  # each layer once, not its parents or children
+        for op, flops in by_op.items()
+        if str(op).endswith(".mm")
+    )
+
+
 def profile_step(model, optimizer, batch) -> tuple[int, list[tuple[str, float, int]]]:
     """Operators dispatched by one step, and the five with the most self time (ms, calls)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -167,7 +227,7 @@ def estimate_default_run(threads: int = 0, utterances: int = 64, steps: int = 2)
     """A short measurement (about 15-30 s) that predicts ``python train_minimal.py`` with its defaults here.
 
     Synthesises and featurises ``utterances`` training-like utterances, times ``steps`` training steps
-    of the default model at the default batch size on utterances of median length, one evaluation batch
+    of the default model at the default batch size on utterances of about the mean length, one evaluation batch
     and the LM's training, and scales each to the default run. Returns the pieces and ``total_s``; the
     final beam-search evaluation is not included (``beam_s`` is None).
     """
@@ -180,14 +240,36 @@ def estimate_default_run(threads: int = 0, utterances: int = 64, steps: int = 2)
     if threads:
         torch.set_num_threads(threads)
     try:
+        # Synthesis as make_splits makes the training split: half the utterances noisy, babble from a bank.
         began = time.perf_counter()
-        split = ds2.make_split("probe", utterances, ds2.make_speaker_pool(64, 7), seed=(7, 10))
+        probe_bank = 6
+        ds2.make_babble_bank((7, 11), probe_bank)
+        bank_s = (
+            (time.perf_counter() - began)
+            * ds2.babble_bank_size(args.train_size * args.noise / len(ds2.NOISE_KINDS))
+            / probe_bank
+        )
+        began = time.perf_counter()
+        split = ds2.make_split(
+            "probe",
+            utterances,
+            ds2.make_speaker_pool(64, 7),
+            seed=(7, 10),
+            noise_kinds=ds2.NOISE_KINDS,
+            snr_db=(5.0, 30.0),
+            noisy_fraction=args.noise,
+            babble_talkers=probe_bank,
+        )
         synthesis_s = (time.perf_counter() - began) / utterances
         began = time.perf_counter()
         features = ds2.featurize_batch(split.waveforms)
         featurize_s = (time.perf_counter() - began) / utterances
-        order = np.argsort(split.durations_s())
-        middle = max(0, len(order) // 2 - args.batch_size // 2)
+        # A batch of utterances around the mean length: a step's time grows about linearly with the
+        # frames, so this step's time is about the mean step's (the median's would be ~10% short).
+        durations = split.durations_s()
+        order = np.argsort(durations)
+        at_mean = int(np.searchsorted(durations[order], durations.mean()))
+        middle = min(max(0, at_mean - args.batch_size // 2), max(0, len(order) - args.batch_size))
         chosen = order[middle : middle + args.batch_size].tolist()
         batch = ds2.collate([features[i] for i in chosen], [split.texts[i] for i in chosen])
         torch.manual_seed(0)
@@ -205,7 +287,8 @@ def estimate_default_run(threads: int = 0, utterances: int = 64, steps: int = 2)
         torch.set_num_threads(previous)
     total_steps = ds2.steps_per_epoch(args.train_size, args.batch_size) * args.epochs
     all_utterances = args.train_size + 2 * args.dev_size
-    data_s = all_utterances * (synthesis_s / max(1, min(args.workers, os.cpu_count() or 1)) + featurize_s)
+    workers = max(1, min(args.workers, os.cpu_count() or 1))
+    data_s = (all_utterances * synthesis_s + bank_s) / workers + all_utterances * featurize_s
     eval_s = args.epochs * 2 * ds2.steps_per_epoch(args.dev_size, args.batch_size) * eval_batch_s
     pieces = {"data_s": data_s + lm_s, "train_s": total_steps * step_s, "eval_s": eval_s}
     return {
@@ -247,6 +330,7 @@ def main():
         noise_kinds=ds2.NOISE_KINDS,
         snr_db=(5.0, 30.0),
         noisy_fraction=0.5,
+        babble_talkers=ds2.babble_bank_size(count * 0.5 / len(ds2.NOISE_KINDS)),  # as make_splits would
     )
     synth_seconds = time.perf_counter() - start
     audio = split.durations_s()
@@ -265,27 +349,30 @@ def main():
     torch.manual_seed(args.seed)
     model = ds2.DeepSpeech2()
     optimizer = ds2.make_optimizer(model, ds2.TrainConfig())
-    flops = []
+    flops, statistics_flops = [], []
     for batch in batches:  # one pass to count the operations of every batch (and to warm up)
         with FlopCounterMode(display=False) as counter:
             ds2.train_step(model, optimizer, batch)
         flops.append(counter.get_total_flops())
-    peer = peer_optimizer = None
+        statistics_flops.append(batchnorm_statistics_flops(counter))
+    runs = [(model, optimizer, StepTimer(model, optimizer))]
     if not args.no_compare_packed:
-        peer = packed_copy(model)
-        peer_optimizer = ds2.make_optimizer(peer, ds2.TrainConfig())
-        time_steps(peer, peer_optimizer, batches[:1])  # warm up
+        for as_of_issue in (False, True):
+            peer = packed_copy(model, as_of_issue)
+            peer_optimizer = ds2.make_optimizer(peer, ds2.TrainConfig())
+            time_steps(peer, peer_optimizer, batches[:1])  # warm up
+            runs.append((peer, peer_optimizer, None))
 
     peak_before, size = matmul_peak_gflops(repeats=5)
-    timer = StepTimer(model, optimizer)
-    step_seconds = time_steps(model, optimizer, batches, timer)
+    step_seconds, *peer_seconds = time_interleaved(runs, batches)
+    timer = runs[0][2]
     timer.close()
-    peer_seconds = time_steps(peer, peer_optimizer, batches) if peer is not None else None
     peak_after, _ = matmul_peak_gflops(repeats=5)
     peak = max(peak_before, peak_after)
 
     audio_rate = sum(batch_audio) / sum(step_seconds)
     flop_rate = sum(flops) / sum(step_seconds) / 1e9
+    model_flop_rate = (sum(flops) - sum(statistics_flops)) / sum(step_seconds) / 1e9
     print(f"peer  fp32 matmul peak ({size}x{size}):       {peak:8.1f} GFLOP/s")
     print(
         f"ours  {len(batches)} training steps, batch {args.batch_size} (~{sum(batch_audio) / len(batches):.0f} s audio each): "
@@ -293,12 +380,17 @@ def main():
     )
     print(f"      throughput:                       {audio_rate:8.0f} audio-seconds per wall-second")
     print(
-        f"      model FLOP rate:                  {flop_rate:8.1f} GFLOP/s = {100 * flop_rate / peak:.0f}% of the matmul peak"
+        f"      FLOP rate:                        {flop_rate:8.1f} GFLOP/s = {100 * flop_rate / peak:.0f}% of the matmul peak"
     )
-    if peer_seconds is not None:
+    print(
+        f"      without the {sum(statistics_flops) / len(flops) / 1e9:.1f} GFLOP per step of BatchNorm statistics: "
+        f"{model_flop_rate:.1f} GFLOP/s = {100 * model_flop_rate / peak:.0f}% of the peak"
+    )
+    names = ("packed GRU", "as of issue 11")
+    for name, seconds in zip(names, peer_seconds, strict=False):
         print(
-            f"peer  same steps, GRU on a PackedSequence: {1000 * statistics.median(peer_seconds):5.0f} ms median, "
-            f"{sum(batch_audio) / sum(peer_seconds):.0f} audio-s/s; ours is {sum(peer_seconds) / sum(step_seconds):.2f}x faster"
+            f"peer  {name + ':':15s} {1000 * statistics.median(seconds):5.0f} ms median, "
+            f"{sum(batch_audio) / sum(seconds):.0f} audio-s/s; ours is {sum(seconds) / sum(step_seconds):.2f}x faster"
         )
     total = sum(timer.totals.values())
     print("where a step's time goes (share of the timed steps):")

@@ -14,7 +14,6 @@ import jiwer
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
@@ -699,25 +698,6 @@ def _raise():
     raise RuntimeError("a crash mid-write")
 
 
-def test_conv2d_two_gradients_equals_conv2d_and_its_gradients():
-    """The conv front-end's CPU training conv: F.conv2d's output and both gradients, channels-last too."""
-    torch.manual_seed(0)
-    x = torch.randn(3, 2, 21, 17, dtype=torch.float64)
-    weight = torch.randn(4, 2, 5, 3, dtype=torch.float64)
-    assert torch.autograd.gradcheck(
-        lambda x, w: ds2.Conv2dTwoGradients.apply(x, w, (2, 1), (2, 1)),
-        (x.requires_grad_(), weight.requires_grad_()),
-    )
-    x32 = torch.randn(3, 1, 30, 20).contiguous(memory_format=torch.channels_last)
-    w32 = torch.randn(4, 1, 7, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
-    ours = ds2.Conv2dTwoGradients.apply(x32, w32, (2, 2), (3, 2))
-    theirs = F.conv2d(x32, w32, None, (2, 2), (3, 2))
-    torch.testing.assert_close(ours, theirs)
-    grad = torch.randn_like(ours)
-    # The input needs no gradient (a spectrogram): only the weight's is made, and it is F.conv2d's.
-    torch.testing.assert_close(torch.autograd.grad(ours, w32, grad), torch.autograd.grad(theirs, w32, grad))
-
-
 def test_batchnorm_statistics_of_a_linear_map_come_from_the_input_covariance():
     """_linear_moments(x, mask, W) == _masked_moments(x @ W.T, mask), values and gradients; padding ignored."""
     torch.manual_seed(0)
@@ -752,3 +732,66 @@ def test_beam_search_in_worker_processes_gives_the_same_results():
     lm = ds2.NGramLM.train(texts, order=2)
     one, two = (ds2.evaluate(model, specs, texts, lm, 4, 0.5, 1.0, workers=w) for w in (1, 2))
     assert one["beam_hypotheses"] == two["beam_hypotheses"] and one["beam_cer"] == two["beam_cer"]
+
+
+@pytest.mark.parametrize("layout", ["2d", "1d"])
+def test_fused_batchnorm_clipped_relu_equals_the_layers_written_out(layout):
+    """MaskedBatchNorm.clipped_relu (fused on the CPU) == clipped_relu(MaskedBatchNorm(x)), padding 0."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([7, 3, 5])
+    mask = ds2.lengths_to_mask(lengths, 7)  # (B, T)
+    if layout == "2d":  # (B, F, T, K) with a (B, 1, T) mask, as the 2D conv front-end calls it
+        x, mask = torch.randn(3, 4, 7, 5, dtype=torch.float64) * 8, mask[:, None, :]
+    else:  # (B, T, K), as the 1D front-end calls it
+        x = torch.randn(3, 7, 5, dtype=torch.float64) * 8
+    x = x.masked_fill(~mask[..., None], 1e4).requires_grad_()  # garbage in the padding
+    norms = [ds2.MaskedBatchNorm(5).double() for _ in range(2)]
+    with torch.no_grad():
+        norms[0].weight.uniform_(1, 3)
+        norms[0].bias.copy_(torch.tensor([19.0, -1.0, 5.0, 0.0, 21.0]))  # outputs above 20 and below 0
+    norms[1].load_state_dict(norms[0].state_dict())
+    fused = norms[0].clipped_relu(x, mask)
+    written_out = ds2.clipped_relu(norms[1](x, mask)).masked_fill(~mask[..., None], 0.0)
+    torch.testing.assert_close(fused, written_out)
+    assert (fused == 20).any() and (fused[mask.expand(fused.shape[:-1])] == 0).any()  # both kinks in play
+    grad = torch.randn_like(fused)
+    grads = [
+        torch.autograd.grad(out, [x, n.weight, n.bias], grad)
+        for out, n in zip((fused, written_out), norms, strict=True)
+    ]
+    for ours, oracle in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, oracle)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(norms[0], name), getattr(norms[1], name))
+    clean = torch.where(mask[..., None], x.detach(), 0.0).requires_grad_()
+    parameters = (norms[0].weight, norms[0].bias)
+    count = torch.broadcast_to(mask, x.shape[:-1]).sum()
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: ds2.BatchNormClippedReLU.apply(x, mask[..., None], w, b, 1e-5, count)[0],
+        (clean, *parameters),
+    )
+
+
+def test_rnn_recurrence_backward_passes_gradcheck():
+    torch.manual_seed(0)
+    a = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    weight = (torch.randn(2, 4, 4, dtype=torch.float64) * 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(ds2.RNNRecurrence.apply, (a, weight))
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_simple_rnn_recurrence_agrees_with_the_loop_written_out(bidirectional, batch_norm):
+    """SimpleRNNLayer's CPU training path (RNNRecurrence) against its step-by-step loop (eval path)."""
+    torch.manual_seed(0)
+    layer = ds2.SimpleRNNLayer(12, 8, bidirectional=bidirectional, batch_norm=batch_norm)
+    lengths = torch.tensor([40, 7, 23, 40, 1, 31])
+    x = torch.randn(6, 40, 12, requires_grad=True)
+    grad_output = torch.randn(6, 40, 8)
+    results = []
+    for run in (layer._run_recurrence, layer._run_loop):
+        output = run(x, lengths)
+        inputs = [x, *(p for p in layer.parameters() if p.requires_grad)]
+        results.append([output, *torch.autograd.grad((output * grad_output).sum(), inputs)])
+    for ours, oracle in zip(*results, strict=True):
+        torch.testing.assert_close(ours, oracle, rtol=1e-5, atol=1e-5 * oracle.abs().max().item())
