@@ -251,6 +251,13 @@ def quick_train(seconds, train_size, seed, dev_size=40, batch_size=16):
     }
 
 
+def dev_splits(record):
+    """The dev splits in a metrics record: dev-clean and dev-noisy (synthetic data) or dev (a real corpus)."""
+    return [
+        name for name, value in record.items() if isinstance(value, dict) and {"cer", "wer"} <= set(value)
+    ]
+
+
 def read_metrics(path):
     """A run's metrics.json as a dict, or None when missing; a malformed file is reported, not fatal."""
     if not os.path.isfile(path):
@@ -259,7 +266,9 @@ def read_metrics(path):
         with open(path) as f:
             metrics = json.load(f)
         for record in metrics["history"]:
-            record["epoch"], record["train_loss"], record["dev-clean"]["cer"], record["dev-noisy"]["wer"]  # noqa: B018
+            record["epoch"], record["train_loss"]  # noqa: B018
+            if not dev_splits(record):
+                raise KeyError(f"epoch {record['epoch']} has no dev split with a CER and a WER")
         return metrics
     except (OSError, ValueError, KeyError, TypeError) as error:
         print(
@@ -1075,7 +1084,7 @@ def figure_training_curves(path, metrics, metrics_path, quick):
     for ax in (ax_loss, ax_err):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax_loss.legend()
-    for split, style in (("dev-clean", "-"), ("dev-noisy", "--")):
+    for split, style in zip(dev_splits(history[0]), ("-", "--", ":", "-."), strict=False):
         ax_err.plot(
             epochs,
             [100 * h[split]["cer"] for h in history],
@@ -1113,7 +1122,7 @@ def our_numbers(metrics, metrics_path, quick):
         final = metrics.get("final")
         if final:
             rows = []
-            for split in ("dev-clean", "dev-noisy"):
+            for split in dev_splits(final):
                 rows += [(f"{split}\nWER\ngreedy", 100 * final[split]["wer"])]
                 if "beam_wer" in final[split]:
                     rows += [(f"{split}\nWER\nbeam+LM", 100 * final[split]["beam_wer"])]
@@ -1125,9 +1134,7 @@ def our_numbers(metrics, metrics_path, quick):
             )
         last = metrics["history"][-1]
         rows = [
-            (f"{s}\n{m.upper()}\ngreedy", 100 * last[s][m])
-            for s in ("dev-clean", "dev-noisy")
-            for m in ("wer", "cer")
+            (f"{s}\n{m.upper()}\ngreedy", 100 * last[s][m]) for s in dev_splits(last) for m in ("wer", "cer")
         ]
         return rows, f"ours: {metrics_path}, epoch {last['epoch']} (no final evaluation in the file)"
     if quick is not None:

@@ -237,3 +237,23 @@ def test_ctc_trellis_figure_is_a_png_registered_in_the_figure_list(tmp_path):
     image = matplotlib.image.imread(path)
     height, width = image.shape[:2]
     assert 300 <= width <= 4000 and 200 <= height <= 4000 and image.std() > 0.01
+
+
+def test_metrics_of_a_real_corpus_run_with_one_dev_split_are_read_and_drawn(tmp_path, capsys):
+    """A --data librispeech/manifest run writes one "dev" split; it is a valid metrics.json, not a bad file."""
+    history = [
+        {"epoch": e, "train_loss": 9.0 / e, "skipped_batches": 0, "dev": {"cer": 0.5 / e, "wer": 0.9 / e}}
+        for e in (1, 2)
+    ]
+    final = {"dev": {"cer": 0.2, "wer": 0.4, "beam_cer": 0.1, "beam_wer": 0.3}}
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"history": history, "final": final, "args": {}}))
+    metrics = visualization.read_metrics(str(path))
+    assert metrics is not None and "warning" not in capsys.readouterr().err
+    rows, _ = visualization.our_numbers(metrics, str(path), None)
+    assert [label.split("\n")[0] for label, _ in rows] == ["dev"] * 3
+    assert [value for _, value in rows] == pytest.approx([40.0, 30.0, 20.0])
+    visualization.figure_training_curves(tmp_path / "curves.png", metrics, str(path), None)
+    assert (tmp_path / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
+    path.write_text(json.dumps({"history": [{"epoch": 1, "train_loss": 1.0}]}))  # no dev split at all
+    assert visualization.read_metrics(str(path)) is None and "no dev split" in capsys.readouterr().err
