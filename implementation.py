@@ -787,7 +787,8 @@ class GRULayer(nn.Module):
     Bidirectional outputs are summed (``h^l = h_forward + h_backward``), not concatenated.
 
     Padding, without ``PackedSequence``: on the CPU a packed GRU falls back to a loop of small per-frame
-    ops (about 3x slower here, ``benchmarks/bench_training.py --compare-packed``), so both paths run on
+    ops (a whole training step 1.77x slower on 2026-12-01: ``benchmarks/bench_training.py``'s "packed
+    GRU" peer), so both paths run on
     the padded tensor. The forward direction is exact as it is: padding comes after an utterance's last
     frame, so it cannot reach a valid frame. The backward direction runs forward over each utterance
     reversed *within its own length* (``reverse_padded``, ``recurrence_order``), so it starts at the true
@@ -827,29 +828,13 @@ class GRULayer(nn.Module):
         (``_linear_moments``), and gradients flow through them. So the input gates ``B(W h^{l-1})`` come
         out of one batched matmul, directly in the order each direction reads its frames.
         """
-        (batch, frames, features), directions, hidden = x.shape, self.directions, self.hidden_size
         parameters = {name: [getattr(self.gru, name + s) for s in self._suffixes()] for name in _GRU_NAMES}
-        x = x.masked_fill(~mask[..., None], 0.0)  # whatever fills the padding never reaches a valid frame
-        weight = torch.cat(parameters["weight_ih"])  # W: (D * 3H, I)
-        if self.norm is not None:
-            scale, shift = self.norm.scale_and_shift(x, mask, weight=weight)  # (D * 3H,) each
-            weight, bias = weight * scale[:, None], shift  # diag(gamma / sigma) W; BN's shift as the bias
-        else:
-            bias = torch.cat(parameters["bias_ih"])
-        read, back = recurrence_order(lengths, frames, directions)
-        steps = x.reshape(-1, features).index_select(0, read).view(directions, frames * batch, features)
-        gx = torch.baddbmm(  # B(W h^{l-1}) for every step: (D, T * B, 3H)
-            bias.view(directions, 1, 3 * hidden),
-            steps,
-            weight.view(directions, 3 * hidden, features).transpose(1, 2),
-        )
+        weight, bias = torch.cat(parameters["weight_ih"]), torch.cat(parameters["bias_ih"])  # W, b: all D
+        gx, back = inputs_in_step_order(x, lengths, mask, weight, bias, self.norm, self.directions)
         h = GRURecurrence.apply(
-            gx.view(directions, frames, batch, 3 * hidden),  # (D, T, B, 3H)
-            torch.stack(parameters["weight_hh"]),  # (D, 3H, H)
-            torch.stack(parameters["bias_hh"]),  # (D, 3H)
+            gx, torch.stack(parameters["weight_hh"]), torch.stack(parameters["bias_hh"])
         )  # (D, T, B, H), a view of a time-major (T, D, B, H) buffer
-        h = h.transpose(0, 1).reshape(-1, hidden).index_select(0, back)  # (B * T * D, H), in frame order
-        return h.view(batch, frames, directions, hidden).sum(dim=2)  # h_forward + h_backward: (B, T, H)
+        return sum_directions_in_frame_order(h, back)  # h_forward + h_backward: (B, T, H)
 
     def _run_fused_kernel(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         """Each direction with ``torch.gru``, BatchNorm folded into ``W``: ``(B, T, I) -> (B, T, H)``."""
@@ -968,24 +953,55 @@ class SimpleRNNLayer(nn.Module):
 
     def _run_recurrence(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Both directions at once with ``RNNRecurrence``, BatchNorm folded into ``W`` (as ``GRULayer``)."""
-        (batch, frames, features), directions, hidden = x.shape, self.directions, self.hidden_size
-        mask = lengths_to_mask(lengths, frames)  # (B, T)
-        x = x.masked_fill(~mask[..., None], 0.0)
-        weight = self.input_projection.weight  # (D * H, I)
-        if self.norm is not None:
-            scale, bias = self.norm.scale_and_shift(x, mask, weight=weight)  # of W h^{l-1}: (D * H,) each
-            weight = weight * scale[:, None]
-        else:
-            bias = self.input_projection.bias
-        read, back = recurrence_order(lengths, frames, directions)
-        steps = x.reshape(-1, features).index_select(0, read).view(directions, frames * batch, features)
-        a = torch.baddbmm(
-            bias.view(directions, 1, hidden), steps, weight.view(directions, hidden, -1).transpose(1, 2)
-        )
+        mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
+        projection = self.input_projection
+        a, back = inputs_in_step_order(
+            x, lengths, mask, projection.weight, projection.bias, self.norm, self.directions
+        )  # (D, T, B, H)
         weights = torch.stack([layer.weight for layer in self.recurrent])  # (D, H, H)
-        h = RNNRecurrence.apply(a.view(directions, frames, batch, hidden), weights)  # (D, T, B, H)
-        h = h.transpose(0, 1).reshape(-1, hidden).index_select(0, back)  # (B * T * D, H), in frame order
-        return h.view(batch, frames, directions, hidden).sum(dim=2) * mask[..., None]  # (B, T, H)
+        h = RNNRecurrence.apply(a, weights)  # (D, T, B, H)
+        return sum_directions_in_frame_order(h, back) * mask[..., None]  # (B, T, H)
+
+
+def inputs_in_step_order(
+    x: Tensor,
+    lengths: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    norm: MaskedBatchNorm | None,
+    directions: int,
+) -> tuple[Tensor, Tensor]:
+    """A recurrent layer's input term ``B(W h^{l-1})`` (or ``W h^{l-1} + b``), in each direction's step order.
+
+    ``x (B, T, I)``, ``weight (D * G, I)`` (D directions of G gates each), ``bias (D * G,)``. BatchNorm of
+    ``W h^{l-1}`` (§3.2) is folded into ``W`` with training statistics taken from ``h^{l-1}``'s mean and
+    covariance (``MaskedBatchNorm.scale_and_shift(..., weight=W)``; gradients flow through them), and BN's
+    shift replaces the bias. So the whole term is one batched matmul over the frames already gathered in
+    step order (``recurrence_order``). Returns ``(a (D, T, B, G), back)``, ``back`` for
+    ``sum_directions_in_frame_order``. Whatever fills the padding of ``x`` never reaches a valid frame.
+    """
+    batch, frames, features = x.shape
+    gates = weight.shape[0] // directions
+    x = x.masked_fill(~mask[..., None], 0.0)
+    if norm is not None:
+        scale, bias = norm.scale_and_shift(x, mask, weight=weight)  # of W h^{l-1}: (D * G,) each
+        weight = weight * scale[:, None]  # diag(gamma / sigma) W
+    read, back = recurrence_order(lengths, frames, directions)
+    steps = x.reshape(-1, features).index_select(0, read).view(directions, frames * batch, features)
+    a = torch.baddbmm(
+        bias.view(directions, 1, gates), steps, weight.view(directions, gates, features).transpose(1, 2)
+    )
+    return a.view(directions, frames, batch, gates), back
+
+
+def sum_directions_in_frame_order(h: Tensor, back: Tensor) -> Tensor:
+    """``h (D, T, B, H)`` (a view of a time-major buffer, as the recurrences return) -> ``(B, T, H)``, the
+    directions summed (§3.1: ``h_forward + h_backward``), each frame back where ``inputs_in_step_order``
+    took it from."""
+    directions, frames, batch, hidden = h.shape
+    h = h.transpose(0, 1).reshape(-1, hidden).index_select(0, back)  # (B * T * D, H), in frame order
+    return h.view(batch, frames, directions, hidden).sum(dim=2)
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:

@@ -398,3 +398,22 @@ def test_babble_bank_size_grows_with_the_split_between_6_and_64_voices():
     assert synthetic.babble_bank_size(2000 * 0.5 / 3) == synthetic.BABBLE_TALKERS == 64
     assert synthetic.babble_bank_size(100) == 20
     assert synthetic.babble_bank_size(0.8) == 6
+
+
+def test_a_bank_holds_different_voices_and_a_mixture_never_repeats_one():
+    bank = synthetic.make_babble_bank((34, 0), talkers=3, seconds=0.5)
+    assert not np.array_equal(bank[0][:4000], bank[1][:4000]) and not np.array_equal(
+        bank[1][:4000], bank[2][:4000]
+    )
+    # A bank of pure tones (talker k: 100 (k + 1) Hz, a whole number of cycles in any 1 s window): each talker
+    # of a mixture shows as one spectral line of the same height; a talker drawn twice would add two lines
+    # with different phases, a different height.
+    n = SAMPLE_RATE
+    tones = [
+        np.sqrt(2) * np.sin(2 * np.pi * 100 * (k + 1) * np.arange(2 * n) / SAMPLE_RATE) for k in range(6)
+    ]
+    for seed in range(20):
+        babble = synthetic.make_noise(n, "babble", np.random.default_rng(seed), babble_bank=tones)
+        lines = np.abs(np.fft.rfft(babble))[[100 * (k + 1) for k in range(6)]] / (n / np.sqrt(2))
+        heard = lines[lines > 0.5]
+        assert 3 <= len(heard) <= 6 and np.allclose(heard, 1.0, atol=1e-6), (seed, lines)
