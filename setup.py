@@ -151,7 +151,7 @@ def check_speed() -> None:
     best = min(runs, key=lambda threads: runs[threads]["total_s"])
     for threads, run in runs.items():
         report(
-            f"estimate for `python train_minimal.py --epochs 5` with {threads} thread{'s' * (threads > 1)}",
+            f"estimate for `python train_minimal.py` with {threads} thread{'s' * (threads > 1)}",
             None,
             f"about {run['total_s'] / 60:.1f} min = {run['steps']} steps x {run['step_s']:.2f} s "
             f"+ data {run['data_s']:.0f} s + dev evaluation {run['eval_s']:.0f} s "

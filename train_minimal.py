@@ -1,7 +1,7 @@
 """Train Deep Speech 2 on synthetic speech, on a laptop CPU, in a few minutes.
 
-    python train_minimal.py --epochs 5               # train; writes runs/ds2/{checkpoint.pt, metrics.json, curves.png}
-    python train_minimal.py --resume runs/ds2/checkpoint.pt --epochs 8      # continue a run
+    python train_minimal.py                          # train; writes runs/ds2/{checkpoint.pt, metrics.json, curves.png}
+    python train_minimal.py --resume runs/ds2/checkpoint.pt --epochs 5      # continue a run, to 5 epochs
     python train_minimal.py --transcribe clip.wav --checkpoint runs/ds2/checkpoint.pt
     python train_minimal.py --data librispeech --data-dir LibriSpeech/dev-clean            # recorded speech
     torchrun --nproc_per_node 4 train_minimal.py --device cuda --batch-size 128   # 4 GPUs, one global batch

@@ -27,6 +27,7 @@ Measured in one run, on the same threads:
 """
 
 import argparse
+import inspect
 import os
 import statistics
 import sys
@@ -42,6 +43,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import implementation as ds2  # noqa: E402
+
+EVAL_BATCH = inspect.signature(ds2.evaluate).parameters["batch_size"].default  # dev evaluation's batch
 
 
 def matmul_peak_gflops(repeats: int) -> tuple[float, int]:
@@ -276,8 +279,11 @@ def estimate_default_run(threads: int = 0, utterances: int = 64, steps: int = 2)
         model = ds2.DeepSpeech2()
         optimizer = ds2.make_optimizer(model, ds2.TrainConfig())
         step_s = min(time_steps(model, optimizer, [batch] * steps))
+        # One evaluation batch as ds2.evaluate runs it (its own batch size, not the training batch's).
+        middle = min(max(0, at_mean - EVAL_BATCH // 2), max(0, len(order) - EVAL_BATCH))
+        chosen = order[middle : middle + EVAL_BATCH].tolist()
         began = time.perf_counter()
-        ds2.predict(model, [features[i] for i in chosen], batch_size=args.batch_size)
+        ds2.predict(model, [features[i] for i in chosen], batch_size=EVAL_BATCH)
         eval_batch_s = time.perf_counter() - began
         rng = np.random.default_rng(0)
         began = time.perf_counter()
@@ -289,7 +295,7 @@ def estimate_default_run(threads: int = 0, utterances: int = 64, steps: int = 2)
     all_utterances = args.train_size + 2 * args.dev_size
     workers = max(1, min(args.workers, os.cpu_count() or 1))
     data_s = (all_utterances * synthesis_s + bank_s) / workers + all_utterances * featurize_s
-    eval_s = args.epochs * 2 * ds2.steps_per_epoch(args.dev_size, args.batch_size) * eval_batch_s
+    eval_s = args.epochs * 2 * ds2.steps_per_epoch(args.dev_size, EVAL_BATCH) * eval_batch_s
     pieces = {"data_s": data_s + lm_s, "train_s": total_steps * step_s, "eval_s": eval_s}
     return {
         **pieces,
@@ -403,10 +409,12 @@ def main():
     )
     for name, ms, calls in top:
         print(f"      {name:38s} {ms:7.1f} ms self time in {calls:5d} calls")
+    defaults = ds2.TrainConfig()  # train_minimal's epochs (its batch may run at another rate than this one)
     train_audio = 2000 * float(audio.mean())
     print(
-        f"      {model.num_parameters():,} parameters; 5 epochs of train_minimal's 2000 utterances "
-        f"(~{train_audio:,.0f} s of audio) would take ~{5 * train_audio / audio_rate:.0f} s of training at this rate"
+        f"      {model.num_parameters():,} parameters; {defaults.epochs} epochs of train_minimal's 2000 utterances "
+        f"(~{train_audio:,.0f} s of audio) would take ~{defaults.epochs * train_audio / audio_rate:.0f} s of "
+        "training at this rate"
     )
 
 
