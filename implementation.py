@@ -4365,7 +4365,7 @@ class TrainConfig:
     # 2,000 utterances the updates are what is scarce. `python train_minimal.py --epochs 5 --batch-size 32`
     # (the recipe until 2026-12-01) ends at dev-noisy greedy CER 5.28% after 148 s of epochs; these
     # defaults at 5.42% after 80 s (seed 0, one host, the same day; seed 1: 4.42%). Smaller still buys
-    # accuracy, not time: batch 8 reached 4.06% but its steps run below the matmul's efficiency (108 s).
+    # accuracy, not time: batch 8 reached 4.06%, but its 3 epochs took 108 s (benchmarks/README.md).
     epochs: int = 3
     batch_size: int = 16  # utterances per minibatch
     lr: float = 3e-3  # peak learning rate

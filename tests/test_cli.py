@@ -139,3 +139,28 @@ def test_ablation_flags_train_end_to_end(tmp_path):
         assert np.isfinite(history[0]["train_loss"]) and "beam_cer" in final["dev-noisy"]
         model, _ = ds2.load_checkpoint(out / "checkpoint.pt")
         assert model.config.rnn_type == ("rnn" if "rnn" in flags else "gru")
+
+
+def test_the_cli_trains_with_the_library_recipe_and_the_readme_names_it():
+    """train_minimal's flags default to TrainConfig/DS2Config, and the README's run says which recipe it is."""
+    import train_minimal
+
+    args, train, model = train_minimal.parse_args([]), ds2.TrainConfig(), ds2.DS2Config()
+    cli = (args.epochs, args.batch_size, args.lr, args.optimizer, args.momentum, args.clip, args.seed)
+    assert cli == (
+        train.epochs,
+        train.batch_size,
+        train.lr,
+        train.optimizer,
+        train.momentum,
+        train.clip,
+        train.seed,
+    )
+    assert not args.no_sortagrad and train.sortagrad
+    assert (args.hidden, args.rnn_layers, args.rnn_type, args.conv_type) == (
+        model.rnn_hidden, model.rnn_layers, model.rnn_type, model.conv_type
+    )  # fmt: skip
+    assert (args.conv_channels,) * args.conv_layers == model.conv_channels
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"(the defaults: {train.epochs} epochs of batch {train.batch_size})" in readme
+    assert f"batch {train.batch_size}, {train.epochs} epochs over 2,000 synthetic" in readme
