@@ -8,6 +8,7 @@ they check ``exercises/solutions/``; ``pytest tests/test_exercises.py --exercise
 from __future__ import annotations
 
 import ast
+import contextlib
 import itertools
 import math
 import os
@@ -182,21 +183,28 @@ def _ignore_epoch(module):
     return lambda num_samples, batch_size, epoch, seed: original(num_samples, batch_size, 1, seed)
 
 
-def _batch_norm_forward(running_var_biased=False, eval_uses_batch=False, padding_in_stats=False):
+def _batch_norm_forward(
+    running_var_biased=False,
+    eval_uses_batch=False,
+    padding_in_stats=False,
+    update_outside_no_grad=False,
+    eps_outside_root=False,
+):
     def forward(self, x, lengths):
         mask = ds2.lengths_to_mask(lengths, x.shape[1])
         if self.training or eval_uses_batch:
             valid = x.reshape(-1, x.shape[-1]) if padding_in_stats else x[mask]
             mean, var = valid.mean(0), valid.var(0, unbiased=False)
             if self.training:
-                with torch.no_grad():
+                with contextlib.nullcontext() if update_outside_no_grad else torch.no_grad():
                     n = valid.shape[0]
                     update = var if running_var_biased else var * n / (n - 1)
                     self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
                     self.running_var.mul_(1 - self.momentum).add_(self.momentum * update)
         else:
             mean, var = self.running_mean, self.running_var
-        out = (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+        scale = torch.sqrt(var) + self.eps if eps_outside_root else torch.sqrt(var + self.eps)
+        out = (x - mean) / scale * self.weight + self.bias
         return out.masked_fill(~mask[..., None], 0.0)
 
     return forward
@@ -230,6 +238,17 @@ def _unseeded_shuffle(num_samples, batch_size, epoch, seed):
 def _numpy_ints(num_samples, batch_size, epoch, seed):
     order = np.random.default_rng([seed, epoch]).permutation(num_samples)
     return [list(order[i : i + batch_size]) for i in range(0, num_samples, batch_size)]
+
+
+def _global_numpy_reseeded(num_samples, batch_size, epoch, seed):
+    np.random.seed(1000 * seed + epoch)  # noqa: NPY002  (reproducible, but resets everyone's numbers)
+    order = np.random.permutation(num_samples).tolist()  # noqa: NPY002
+    return [order[i : i + batch_size] for i in range(0, num_samples, batch_size)]
+
+
+def _same_minibatches_reordered(num_samples, batch_size, epoch, seed):
+    blocks = [list(range(i, min(i + batch_size, num_samples))) for i in range(0, num_samples, batch_size)]
+    return [blocks[i] for i in np.random.default_rng([seed, epoch]).permutation(len(blocks)).tolist()]
 
 
 def _stft_log10(waveform, sample_rate=16000):
@@ -317,6 +336,7 @@ def _train(
     whole_epochs=False,
     learning_rate_ignored=False,
     no_decay=False,
+    epoch_never_advanced=False,
 ):
     """The exercise 5 training loop with one common mistake switched on."""
 
@@ -348,7 +368,8 @@ def _train(
                         clip_norm,
                     )
                     losses.append(step[0])
-                epoch += 1
+                if not epoch_never_advanced:
+                    epoch += 1
             return losses
 
         return train
@@ -412,13 +433,15 @@ def _normalise_by_multiplying(module):
 # --- exercise 2 ---
 
 
-def _alphas(combine="logsumexp", skip=True, log_zero=-1e30, detach=False):
+def _alphas(combine="logsumexp", skip=True, log_zero=-1e30, detach=False, clamp=None):
     """A vectorised alpha recursion with one common mistake switched on."""
 
     def ctc_alphas(log_probs, label):
         extended = torch.zeros(2 * len(label) + 1, dtype=torch.long)
         extended[1::2] = label
         emit = log_probs[:, extended].detach() if detach else log_probs[:, extended]  # (T, L)
+        if clamp is not None:  # "for stability"
+            emit = emit.clamp(min=clamp)
         length = len(extended)
         can_skip = torch.zeros(length, dtype=torch.bool)
         if skip:
@@ -504,6 +527,26 @@ def _sorted_lengths(lengths, batch_size):
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
+def _sorted_minibatches_reordered(module):
+    """Later epochs: epoch 0's sorted minibatches in a random order, so each keeps the same utterances."""
+
+    def sortagrad_batches(lengths, batch_size, epoch, seed=0):
+        batches = module.batches_by_length(lengths, batch_size)
+        if epoch == 0:
+            return batches
+        return [batches[i] for i in np.random.default_rng([seed, epoch]).permutation(len(batches)).tolist()]
+
+    return sortagrad_batches
+
+
+def _sortagrad_without_validation(module):
+    return lambda lengths, batch_size, epoch, seed=0: (
+        module.batches_by_length(lengths, batch_size)
+        if epoch == 0
+        else module.shuffled_batches(len(lengths), batch_size, epoch, seed)
+    )
+
+
 def _random_batches_by_longest(module):
     """The literal reading of §3.3: random minibatches, ordered by their longest utterance in epoch 0."""
 
@@ -585,6 +628,40 @@ def _search_with(alpha_zero=False, beta_zero=False):
                 0.0 if beta_zero else beta,
                 prune_log_prob,
             )
+
+        return prefix_beam_search
+
+    return make
+
+
+def _beam_search(rank_during="Q", cut_first=False, argmax_fallback=True):
+    """Exercise 6's search, built from the module's parts, with one common mistake switched on.
+
+    ``rank_during``: what ranks the candidates after every frame: "Q" (right), "p_ctc" (the LM only at the
+    end) or "final" (Q with final=True).
+    """
+
+    def make(module):
+        def prefix_beam_search(log_probs, beam_width=16, lm=None, alpha=0.0, beta=0.0, prune_log_prob=-10.0):
+            def score(item, final):
+                prefix, (p_b, p_nb) = item
+                ctc = module.log_add(p_b, p_nb)
+                if rank_during == "p_ctc" and not final:
+                    return ctc
+                final = final or rank_during == "final"
+                return module.fused_score(ctc, ds2.decode_labels(prefix), lm, alpha, beta, final)
+
+            beams = {(): (0.0, -math.inf)}
+            for frame in log_probs.double().tolist():
+                symbols = [k for k, q in enumerate(frame) if q >= prune_log_prob]
+                if argmax_fallback:
+                    symbols = symbols or [max(range(len(frame)), key=frame.__getitem__)]
+                candidates = list(module.extend_prefixes(beams, frame, symbols).items())
+                if cut_first:
+                    candidates = candidates[:beam_width]
+                ranked = sorted(candidates, key=lambda item: score(item, False), reverse=True)
+                beams = dict(ranked[:beam_width])
+            return ds2.decode_labels(max(beams.items(), key=lambda item: score(item, True))[0])
 
         return prefix_beam_search
 
@@ -768,6 +845,20 @@ MISTAKES = {
     "6d beta never applied": (6, "d", "prefix_beam_search", _search_with(beta_zero=True), "beta never applied"),
     "6d search bypasses its parts": (6, "d", "prefix_beam_search", lambda m: lambda lp, bw=16, lm=None, a=0.0, b=0.0, p=-10.0: ds2.prefix_beam_search(lp, bw, lm, a, b), "build the search from your parts"),
     "6d LM never used": (6, "d", "prefix_beam_search", _search_with(alpha_zero=True), "the LM never entered the ranking"),
+    "1a hop truncated with int()": (1, "a", "frame_sizes", lambda m: lambda sr, w=20.0, s=10.0: (round(sr * w / 1000), int(sr * s / 1000)), "int() cuts the hop, 330.75"),
+    "2c log-probabilities clamped at -30": (2, "c", "ctc_alphas", _alphas(clamp=-30.0), "clamped at -30"),
+    "2d log-probabilities clamped at -30": (2, "d", "ctc_alphas", _alphas(clamp=-30.0), "clamped at -30"),
+    "3c running estimates updated outside no_grad": (3, "c", "SequenceWiseBatchNorm.forward", lambda m: _batch_norm_forward(update_outside_no_grad=True), "outside torch.no_grad()"),
+    "3c eps outside the square root": (3, "c", "SequenceWiseBatchNorm.forward", lambda m: _batch_norm_forward(eps_outside_root=True), "eps goes inside it"),
+    "4b global numpy generator reseeded": (4, "b", "shuffled_batches", lambda m: _global_numpy_reseeded, "numpy's global random state"),
+    "4b the same minibatches reordered": (4, "b", "shuffled_batches", lambda m: _same_minibatches_reordered, "the very same minibatches"),
+    "4c the sorted minibatches reordered": (4, "c", "sortagrad_batches", _sorted_minibatches_reordered, "the very same minibatches"),
+    "4c no input validation": (4, "c", "sortagrad_batches", _sortagrad_without_validation, "must raise ValueError"),
+    "5c epoch counter never advanced": (5, "c", "train", _train(epoch_never_advanced=True), "epoch += 1"),
+    "6d ranked by p_ctc during the search": (6, "d", "prefix_beam_search", _beam_search(rank_during="p_ctc"), "ranked by p_ctc alone during the search"),
+    "6d final=True during the search": (6, "d", "prefix_beam_search", _beam_search(rank_during="final"), "used final=True"),
+    "6d beam cut before ranking": (6, "d", "prefix_beam_search", _beam_search(cut_first=True), "the beam was cut before ranking"),
+    "6d no argmax fallback": (6, "d", "prefix_beam_search", _beam_search(argmax_fallback=False), "single most probable one"),
     "7a T // 2": (7, "a", "front_end_output_lengths", _front_end_lengths(floor_half=True), "T // 2 drops the last frame"),
     "7a no padding": (7, "a", "front_end_output_lengths", _front_end_lengths(no_padding=True), "padding is missing"),
     "7a every layer strides in time": (7, "a", "front_end_output_lengths", _front_end_lengths(time_strides=(2, 2, 2)), "only the first layer strides in time"),
@@ -862,6 +953,54 @@ def test_the_beam_search_cases_can_tell_the_mistakes_apart():
     assert len(set(answers)) == len(answers), answers
     two = checks6._frames([{"-": 0.6, "a": 0.4}, {"-": 0.6, "a": 0.4}])
     assert ds2.greedy_decode(two)[0] == "" and checks6.exact_best(two, [0, ds2.ALPHABET.index("a")]) == "a"
+
+
+def test_frame_sizes_may_round_an_exact_half_either_way():
+    # "The nearest integer" of 220.5 is 220 or 221: round() (half to even) and int(x + 0.5) both pass.
+    module = fresh(1)
+    module.frame_sizes = lambda sr, w=20.0, s=10.0: (int(sr * w / 1000 + 0.5), int(sr * s / 1000 + 0.5))
+    result = check.run_part(1, CHECKS[1].PARTS[0], module)
+    assert result.status is check.Status.PASSED, result.message
+
+
+def test_the_reference_beam_search_is_exact_with_a_wide_beam_and_each_mistake_changes_the_narrow_cases():
+    # Exercise 6's narrow-beam oracle is written in the checker: with a beam that keeps every prefix it
+    # must find the brute force's answer; on the narrow cases each mistake it builds must change an answer,
+    # and every case must be clear of rounding.
+    from checks import ex06_beam_search as checks6
+
+    log_probs, symbols = checks6.lm_case_log_probs()
+    for alpha, beta in checks6.LM_CASES:
+        expected = checks6.exact_best(log_probs, symbols, checks6.small_lm(), alpha, beta)
+        assert checks6.reference_search(log_probs, 4096, checks6.small_lm(), alpha, beta)[0] == expected
+    two = checks6._frames([{"-": 0.6, "a": 0.4}, {"-": 0.6, "a": 0.4}])
+    assert checks6.reference_search(two, 4)[0] == "a" and checks6.reference_search(two, 1)[0] == ""
+    changed = set()
+    for seed, beam_width, alpha, beta in checks6.NARROW_CASES:
+        log_probs = checks6.narrow_case_log_probs(seed)
+        expected, margin = checks6.reference_search(log_probs, beam_width, checks6.small_lm(), alpha, beta)
+        assert margin > 1e-6, (seed, margin)
+        for mistake in checks6.NARROW_MISTAKES:
+            wrong, _ = checks6.reference_search(
+                log_probs, beam_width, checks6.small_lm(), alpha, beta, mistake=mistake
+            )
+            changed |= {mistake} if wrong != expected else set()
+    assert changed == set(checks6.NARROW_MISTAKES)
+
+
+@pytest.mark.parametrize(
+    "mistake", [{"rank_during": "p_ctc"}, {"cut_first": True}], ids=["p_ctc", "cut first"]
+)
+def test_the_cat_sat_in_a_narrow_beam_catches_a_ranking_without_the_lm(mistake):
+    # Exercise 6, part d: the hand-made beam-2 case alone (not just the random narrow cases) needs the LM
+    # in the ranking after every frame.
+    from checks import ex06_beam_search as checks6
+
+    module = fresh(6)
+    checks6._check_the_cat_sat_in_a_narrow_beam(module)  # the solution passes it
+    module.prefix_beam_search = _beam_search(**mistake)(module)
+    with pytest.raises(check.CheckFailed, match="expected 'the cat sat', got 'the kat sat'"):
+        checks6._check_the_cat_sat_in_a_narrow_beam(module)
 
 
 def test_the_conv_front_end_oracle_counts_real_frames():

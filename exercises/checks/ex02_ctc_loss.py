@@ -5,9 +5,10 @@ loss of part e) and, through ``log_softmax``, for every gradient; a plain-Python
 written independently here (itself checked against ``F.ctc_loss`` in tests/test_exercises.py) for the
 alphas; hand-designed frame paths plus ``implementation.greedy_decode`` for decoding. Cases include
 repeated labels, one-label transcripts, exactly as many frames as the transcript needs, too few frames
-(loss = inf), long transcripts and padded batches with garbage in the padding. Where a wrong answer
-matches a common mistake (a Viterbi max, no skip transition, an underflowing log(sum(exp)), NaN gradients
-from -inf, a detached recursion, a loss that does not come from the alphas), the message names it.
+(loss = inf), long transcripts, a confident network's peaked log-probabilities (down to -100) and padded
+batches with garbage in the padding. Where a wrong answer matches a common mistake (a Viterbi max, no skip
+transition, an underflowing log(sum(exp)), log-probabilities clamped "for stability", NaN gradients from
+-inf, a detached recursion, a loss that does not come from the alphas), the message names it.
 """
 
 from __future__ import annotations
@@ -123,6 +124,34 @@ CASES = [
 
 def _minimum_frames(label: torch.Tensor) -> int:
     return label.shape[0] + int((label[1:] == label[:-1]).sum())
+
+
+def _peaked_log_probs() -> torch.Tensor:
+    """A confident network's output for the peaked case: ``(12, C)``, log-probabilities down to about -100.
+
+    ``_random_log_probs`` never goes below about -14; a trained network's does, and a loss that clamps the
+    log-probabilities "for stability" (at -30, say) is right on the first and wrong here (254.5 for 301.5).
+    """
+    generator = torch.Generator().manual_seed(0)
+    return F.log_softmax(torch.randn(12, ds2.NUM_CLASSES, generator=generator) * 20.0, dim=-1)  # (T, C)
+
+
+PEAKED = "hello"  # over the 12 frames of _peaked_log_probs
+# Floors a learner might clamp the log-probabilities at, recognised in the peaked case's message.
+_CLAMP_FLOORS = (-5.0, -10.0, -15.0, -20.0, -25.0, -30.0, -40.0, -50.0, -60.0, -70.0, -80.0, -90.0, -100.0)
+
+
+def _clamp_message(matches) -> str | None:
+    """The peaked case's message if ``matches(log_probs)`` holds for log-probabilities clamped at some floor."""
+    log_probs = _peaked_log_probs()
+    for floor in _CLAMP_FLOORS:
+        if matches(log_probs.clamp(min=floor)):
+            return (
+                f"the log-probabilities were clamped at {floor:g}: a confident network's go down to "
+                f"{float(log_probs.min()):.4g}, and they must enter the recursion unchanged (torch.logsumexp "
+                "is stable on its own; LOG_ZERO is for the positions no path reaches, not for the emissions)"
+            )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -297,6 +326,18 @@ def check_alphas(module) -> None:
         if not is_close(got, expected, 1e-4, 1e-5):
             _diagnose_alphas(what, got, expected, log_probs, label)
         expect_close(what, got, expected, atol=1e-4, rtol=1e-5)
+    # A confident network: log-probabilities far below the random cases' (a clamp at -30 shows here).
+    label, log_probs = _ids(PEAKED), _peaked_log_probs()
+    expected = reference_alphas(log_probs, label)  # (T, L)
+    what = f"ctc_alphas for {PEAKED!r} over 12 peaked frames (log-probabilities down to {float(log_probs.min()):.4g})"
+    got = expect_shape(what, call(module, "ctc_alphas", log_probs, label), expected.shape).detach().double()
+    got = torch.where(got < -1e20, NEG_INF, got)
+    if not is_close(got, expected, 1e-4, 1e-5):
+        message = _clamp_message(lambda clamped: is_close(got, reference_alphas(clamped, label), 1e-4, 1e-5))
+        if message:
+            raise CheckFailed(f"{what}: {message}")
+        _diagnose_alphas(what, got, expected, log_probs, label)
+    expect_close(what, got, expected, atol=1e-4, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -373,6 +414,18 @@ def check_loss(module) -> None:
                 if abs(got - value) <= 1e-3 + 1e-4 * abs(value):
                     raise CheckFailed(f"{what}: {message}")
             raise CheckFailed(f"{what}: expected {expected:.6g} (F.ctc_loss), got {got:.6g}")
+    label, log_probs = _ids(PEAKED), _peaked_log_probs()
+    expected = _oracle_nll(log_probs, label)
+    what = f"ctc_negative_log_likelihood for {PEAKED!r} over 12 peaked frames (log-probabilities down to {float(log_probs.min()):.4g})"
+    got = expect_scalar(what, call(module, "ctc_negative_log_likelihood", log_probs, label))
+    if not abs(got - expected) <= 1e-3 + 1e-4 * abs(expected):
+        message = _clamp_message(
+            lambda clamped: abs(got - _oracle_nll(clamped, label)) <= 1e-3 + 1e-4 * abs(expected)
+        )
+        raise CheckFailed(
+            f"{what}: expected {expected:.6g} (F.ctc_loss), got {got:.6g}"
+            + (f": {message}" if message else "")
+        )
     _check_loss_uses_alphas(module)
 
 

@@ -4,7 +4,8 @@ Oracles: ``torch.clamp`` (clipped ReLU); boolean indexing of the valid frames (s
 ``nn.BatchNorm1d`` run on the valid frames alone, in training and eval mode, with its running estimates
 and gradients (sequence-wise BatchNorm); ``implementation.SimpleRNNLayer(bidirectional=False)`` with
 the same weights copied in (the recurrent layer). Padding is always filled with garbage, which must
-change nothing.
+change nothing. BatchNorm's batches hold one quiet feature (std about 2e-3, variance below eps), where eps
+added after the square root shows, and its running estimates must stay out of the autograd graph.
 """
 
 from __future__ import annotations
@@ -111,6 +112,38 @@ def check_masked_statistics(module) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
+QUIET = 2  # the feature scaled by 1e-3 in part c's batches: std about 2e-3, its variance below eps
+
+
+def _check_eps_inside_the_root(what: str, got, valid, gamma, beta) -> None:
+    """Name ``(x - mean) / (sqrt(var) + eps)``, wrong by about half on a feature whose variance is below eps."""
+    mean, var = valid.mean(0), valid.var(0, unbiased=False)
+    outside = (valid - mean) / (var.sqrt() + 1e-5) * gamma + beta  # (N, F)
+    inside = (valid - mean) / (var + 1e-5).sqrt() * gamma + beta
+    if is_close(got, outside, 1e-4, 1e-4) and not is_close(got, inside, 1e-4, 1e-4):
+        raise CheckFailed(
+            f"{what}: feature {QUIET} (std {float(var[QUIET].sqrt()):.2g}) comes out as if eps were added "
+            "after the square root, (x - mean) / (sqrt(var) + eps); eps goes inside it, "
+            "(x - mean) / sqrt(var + eps), as in nn.BatchNorm1d (the two differ wherever var is near eps)"
+        )
+
+
+def _check_running_estimates_are_not_in_the_graph(norm, what: str) -> None:
+    """The running estimates are statistics, not part of the computation: no grad_fn, no requires_grad."""
+    for name in ("running_mean", "running_var"):
+        buffer = getattr(norm, name)
+        if buffer.grad_fn is not None or buffer.requires_grad:
+            tracked = (
+                f"carries a grad_fn ({type(buffer.grad_fn).__name__})" if buffer.grad_fn else "requires grad"
+            )
+            raise CheckFailed(
+                f"{name} after {what}: it {tracked}: the running "
+                "estimates were updated outside torch.no_grad(), so autograd records the update and every "
+                "step's graph stays alive through them (memory grows step after step). Update them inside "
+                "`with torch.no_grad():` (or from mean.detach() and var.detach())"
+            )
+
+
 def check_sequence_wise_batch_norm(module) -> None:
     generator = torch.Generator().manual_seed(21)
     features = 5
@@ -128,6 +161,7 @@ def check_sequence_wise_batch_norm(module) -> None:
     oracle.train()
     for step, lengths in enumerate(([7, 2, 5], [4, 4, 1, 3], [6])):
         x, lengths, padding = _padded_batch(lengths, features, generator)
+        x[..., QUIET] = torch.where(padding, x[..., QUIET], x[..., QUIET] * 1e-3)  # a quiet feature
         what = f"training step {step + 1} (lengths {lengths.tolist()}, garbage in the padding)"
         x_ours = x.clone().requires_grad_(True)
         x_oracle = x[~padding].clone().requires_grad_(True)  # (N, F): the valid frames alone
@@ -142,6 +176,7 @@ def check_sequence_wise_batch_norm(module) -> None:
             raise CheckFailed(
                 f"SequenceWiseBatchNorm, {what}: your statistics include the padded frames; use only t < lengths[b]"
             )
+        _check_eps_inside_the_root(f"SequenceWiseBatchNorm, {what}", out[~padding], x[~padding], gamma, beta)
         expect_close(
             f"SequenceWiseBatchNorm output on the valid frames, {what} (vs nn.BatchNorm1d)",
             out[~padding],
@@ -149,6 +184,7 @@ def check_sequence_wise_batch_norm(module) -> None:
             atol=1e-4,
             rtol=1e-4,
         )
+        _check_running_estimates_are_not_in_the_graph(ours, what)
         count = int((~padding).sum())
         if not is_close(ours.running_var, oracle.running_var, 1e-4, 1e-4):
             biased = oracle.running_var.clone()

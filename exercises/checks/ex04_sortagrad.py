@@ -2,8 +2,10 @@
 
 There is no library oracle for a batching plan, so the checks test the properties that define one:
 every index exactly once per epoch, full minibatches except possibly the last, epoch 0 in order of
-increasing length, later epochs shuffled, different from epoch to epoch, identical for the same seed and
-epoch whatever the global random state, and different for another seed.
+increasing length, later epochs shuffled into new minibatches (not the same ones reordered), different
+from epoch to epoch, identical for the same seed and epoch whatever the global random state, without
+touching the global random state (Python's, numpy's or PyTorch's), and different for another seed; and
+the ValueError the docstring promises for batch_size < 1 or epoch < 0.
 
 Epoch 0 must sort the utterances themselves. A plan of random minibatches that are only ordered by their
 longest utterance also fits §3.3's description of the order, but its first minibatches already hold long
@@ -147,24 +149,51 @@ def _reseed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_shuffled(module, name: str, make_args, num_samples: int, batch_size: int) -> None:
+def _global_states() -> tuple:
+    return random.getstate(), np.random.get_state(), torch.random.get_rng_state()  # noqa: NPY002
+
+
+def _changed_global_state(before: tuple) -> str | None:
+    """Which global random generator changed since ``before`` (Python's, numpy's, PyTorch's), or None."""
+    python, numpy, torch_state = _global_states()
+    if python != before[0]:
+        return "Python's global random state (random.seed, random.shuffle)"
+    if numpy[0] != before[1][0] or not np.array_equal(numpy[1], before[1][1]) or numpy[2:] != before[1][2:]:
+        return "numpy's global random state (np.random.seed, np.random.shuffle, np.random.permutation)"
+    if not torch.equal(torch_state, before[2]):
+        return "PyTorch's global random state (torch.manual_seed, torch.randperm without a generator)"
+    return None
+
+
+def _check_shuffled(
+    module, name: str, make_args, num_samples: int, batch_size: int, new_minibatches: bool = True
+) -> None:
     """Shared by parts b and c: epochs >= 1 are valid, shuffled, distinct, reproducible, seed-dependent."""
     # The check reseeds the global generators on purpose; put them back afterwards.
-    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()  # noqa: NPY002
+    states = _global_states()
     try:
-        _check_shuffled_plans(module, name, make_args, num_samples, batch_size)
+        _check_shuffled_plans(module, name, make_args, num_samples, batch_size, new_minibatches)
     finally:
         random.setstate(states[0])
         np.random.set_state(states[1])  # noqa: NPY002
         torch.random.set_rng_state(states[2])
 
 
-def _check_shuffled_plans(module, name: str, make_args, num_samples: int, batch_size: int) -> None:
+def _minibatches(plan) -> set[frozenset[int]]:
+    """A plan's minibatches as sets, whatever their order: what stays fixed if only the order is shuffled."""
+    return {frozenset(batch) for batch in plan}
+
+
+def _check_shuffled_plans(
+    module, name: str, make_args, num_samples: int, batch_size: int, new_minibatches: bool
+) -> None:
     plans = {}
     for epoch in (1, 2, 3):
         what = f"{name} for epoch {epoch} (seed 7, {num_samples} samples, batch_size {batch_size})"
         _reseed_everything(epoch)
+        before = _global_states()
         plans[epoch] = call(module, name, *make_args(epoch, 7))
+        changed = _changed_global_state(before)
         order = _expect_plan(what, plans[epoch], num_samples, batch_size, full_then_rest=False)
         if order == sorted(order):
             raise CheckFailed(
@@ -177,9 +206,21 @@ def _check_shuffled_plans(module, name: str, make_args, num_samples: int, batch_
                 f"{what}: a second call with the same seed and epoch gave a different plan; build your own "
                 "generator from (seed, epoch) instead of using the global random state"
             )
+        if changed:  # reproducible, but at the cost of everyone else's random numbers
+            raise CheckFailed(
+                f"{what}: the call changed {changed}: reseeding a global generator resets the random numbers "
+                "of all other code too, and drawing from it moves them. Draw from a generator of your own, "
+                "np.random.default_rng([seed, epoch]) (or a torch.Generator), and leave the global ones alone"
+            )
     if plans[1] == plans[2] or plans[2] == plans[3]:
         raise CheckFailed(
             f"{name}: epochs 1, 2 and 3 must each get a different order (mix the epoch into the seed); two were identical"
+        )
+    if new_minibatches and _minibatches(plans[1]) == _minibatches(plans[2]):
+        raise CheckFailed(
+            f"{name} ({num_samples} samples, batch_size {batch_size}): epochs 1 and 2 hold the very same "
+            "minibatches, only in another order, so each sample always meets the same few others. Shuffle "
+            "the samples, then cut the shuffled order into minibatches"
         )
     if call(module, name, *make_args(1, 8)) == plans[1]:
         raise CheckFailed(
@@ -241,13 +282,41 @@ def check_sortagrad(module) -> None:
                 lambda epoch, seed, ls=lengths, b=batch_size: (list(ls), b, epoch, seed),
                 count,
                 batch_size,
+                # A plan that sorts by length within large random pools (implementation.sortagrad_batches)
+                # has one pool here, so its minibatches are the same every epoch; the large case below.
+                new_minibatches=False,
             )
+    # Many utterances: later epochs must mix them into new minibatches, not reshuffle the same ones.
+    lengths = _lengths(1000, 1000)
+    plans = [call(module, "sortagrad_batches", list(lengths), 4, epoch, 7) for epoch in (1, 2)]
+    if _minibatches(plans[0]) == _minibatches(plans[1]):
+        raise CheckFailed(
+            "sortagrad_batches (1000 utterances, batch_size 4): epochs 1 and 2 hold the very same minibatches, "
+            "only in another order, so each utterance always meets the same few others; later epochs are "
+            "shuffled plans (part b), whose minibatches change from epoch to epoch"
+        )
+    _check_input_validation(module)
     # Already sorted input: epoch 1 must still be shuffled, not just "sorted again".
     ascending = list(range(100, 140))
     plan = call(module, "sortagrad_batches", ascending, 4, 1, 0)
     if [index for batch in plan for index in batch] == list(range(40)):
         raise CheckFailed(
             "sortagrad_batches: epoch 1 came out in length order; only epoch 0 is sorted, later epochs are shuffled"
+        )
+
+
+def _check_input_validation(module) -> None:
+    """The docstring promises a ValueError for batch_size < 1 and epoch < 0: no silent empty plan."""
+    lengths = _lengths(10, 10)
+    for batch_size, epoch in [(0, 0), (-1, 0), (-1, 1), (4, -1)]:
+        what = f"sortagrad_batches({len(lengths)} utterances, batch_size={batch_size}, epoch={epoch})"
+        try:
+            plan = call(module, "sortagrad_batches", list(lengths), batch_size, epoch, 0)
+        except ValueError:
+            continue
+        raise CheckFailed(
+            f"{what} returned {plan!r}; it must raise ValueError (the docstring's Raises: batch_size < 1 or "
+            "epoch < 0), with a message that says what was wrong: a silent empty plan trains on nothing"
         )
 
 
@@ -268,9 +337,10 @@ HINTS = {
     ),
     "c": (
         "This part only chooses between parts a and b. Which epoch is the first one?",
-        "Epochs are counted from 0: epoch 0 is sorted; any epoch >= 1 is shuffled with (seed, epoch).",
-        "return batches_by_length(lengths, batch_size) if epoch == 0 else "
-        "shuffled_batches(len(lengths), batch_size, epoch, seed)",
+        "Epochs are counted from 0: epoch 0 is sorted; any epoch >= 1 is shuffled with (seed, epoch). Check "
+        "the arguments first: the docstring promises a ValueError for batch_size < 1 or epoch < 0.",
+        "if batch_size < 1 or epoch < 0: raise ValueError(...); then return batches_by_length(lengths, "
+        "batch_size) if epoch == 0 else shuffled_batches(len(lengths), batch_size, epoch, seed)",
     ),
 }
 

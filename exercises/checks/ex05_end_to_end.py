@@ -3,12 +3,13 @@
 Oracles: ``implementation.featurize`` (part a); ``implementation.train_step``, the library's step, run on
 a copy of the same seeded model with the same minibatch, seed and plain SGD, so the updated weights and
 BatchNorm statistics must agree (part b); a recording stand-in for ``training_step`` that checks the
-minibatch plan (SortaGrad over several seeds, so a shuffled first epoch cannot pass by luck) and the
-learning rate of every step against ``implementation.learning_rate``, then a real run whose loss on a
-tiny set must fall (part c); ``implementation.evaluate`` (``greedy_decode`` +
-``character_error_rate``) on a fixed seeded model (part d); and, for part e, a model trained with the
-learner's own code on synthetic speech and scored here by ``implementation.evaluate`` on speakers it has
-never heard, against a bar set from measured runs of the solution.
+minibatch plan (SortaGrad over several seeds, so a shuffled first epoch cannot pass by luck, and a
+second epoch that is not the sorted one again) and the learning rate of every step against
+``implementation.learning_rate``, then a real run whose loss on a tiny set must fall (part c);
+``implementation.evaluate`` (``greedy_decode`` + ``character_error_rate``) on a fixed seeded model
+(part d); and, for part e, a model trained with the learner's own code on synthetic speech and scored
+here by ``implementation.evaluate`` on speakers it has never heard, against a bar set from measured runs
+of the solution.
 """
 
 from __future__ import annotations
@@ -349,7 +350,8 @@ def _check_plan(module) -> None:
 
 
 def _check_first_epoch_sorted(module, what: str, frames: list[int], first_epoch: list[int]) -> None:
-    """Epoch 0 goes from the shortest utterance to the longest, for several seeds and many minibatches.
+    """Epoch 0 goes from the shortest utterance to the longest, for several seeds and many minibatches; and
+    epoch 1 does not (the epoch counter moves on, so SortaGrad switches off after the first epoch).
 
     Three minibatches can come out in length order by chance (a shuffled epoch sorts within pools, so one
     time in six); twelve minibatches under three seeds cannot (one time in 12! cubed).
@@ -362,13 +364,24 @@ def _check_first_epoch_sorted(module, what: str, frames: list[int], first_epoch:
         )
     lengths = torch.randperm(400, generator=torch.Generator().manual_seed(54))[:48].add(20).tolist()
     for seed in (0, 1, 2):
-        _, calls, _ = _record_train(module, _seeded_model(53), lengths, 12, 4, 1e-3, 5.0, seed)
-        in_order = [lengths[index] for c in calls for index in c[2]]
+        _, calls, _ = _record_train(module, _seeded_model(53), lengths, 24, 4, 1e-3, 5.0, seed)
+        plans = [
+            [c[2] for c in calls[:12]],
+            [c[2] for c in calls[12:]],
+        ]  # epochs 0 and 1, 12 minibatches each
+        in_order = [lengths[index] for batch in plans[0] for index in batch]
         if in_order != sorted(in_order):
             raise CheckFailed(
-                f"train(48 utterances, num_steps=12, batch_size=4, seed={seed}): epoch 0 must go from the "
+                f"train(48 utterances, num_steps=24, batch_size=4, seed={seed}): epoch 0 must go from the "
                 "shortest utterances to the longest (SortaGrad, §3.3), whatever the seed; the frame counts "
                 f"came in the order {in_order[:12]}..."
+            )
+        if plans[1] == plans[0]:
+            raise CheckFailed(
+                f"train(48 utterances, num_steps=24, batch_size=4, seed={seed}): epoch 1 repeated epoch 0's "
+                "sorted minibatches, in the same order: is the epoch counter advanced (epoch += 1) after each "
+                "pass over the data? With epoch stuck at 0, SortaGrad never switches off and every epoch is "
+                "the sorted curriculum; sortagrad_batches(lengths, batch_size, epoch, seed) shuffles epochs >= 1"
             )
 
 

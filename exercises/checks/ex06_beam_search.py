@@ -5,9 +5,13 @@ prefix's exact blank- and non-blank-ending probabilities (part a) and the exact 
 CTC probability or greatest Q(y) (part d, with a beam wide enough to keep every prefix);
 ``NGramLM.sentence_log_prob`` on the completed words (part b); the formula of §3.8 (part c); hand-made
 frames ("l", blank, "l" must give "ll"; the two-frame case where the best transcript is not the best
-path; an LM that corrects a greedy error) and ``implementation.prefix_beam_search`` (part d). Where a
-wrong answer matches a common mistake (no separate blank / non-blank probabilities, repeats not
-collapsed, the LM scored per character, beta never applied), the message names it.
+path; an LM that corrects a greedy error; "the cat sat" in a beam of 2) and
+``implementation.prefix_beam_search`` (part d); for narrow beams, where the ranking after every frame
+decides what survives, ``reference_search``, a beam search written here (itself checked against the
+brute force in tests/test_exercises.py). Where a wrong answer matches a common mistake (no separate
+blank / non-blank probabilities, repeats not collapsed, the LM scored per character, beta never applied,
+p_ctc alone or final=True in the per-frame ranking, the beam cut before ranking, no fallback when no
+symbol passes the pruning threshold), the message names it.
 """
 
 from __future__ import annotations
@@ -353,6 +357,168 @@ def lm_case_log_probs() -> tuple[torch.Tensor, list[int]]:
     return _tiny_log_probs(6, symbols, LM_SEED, scale=1.0), symbols
 
 
+def reference_search(
+    log_probs: torch.Tensor,
+    beam_width: int,
+    lm=None,
+    alpha: float = 0.0,
+    beta: float = 0.0,
+    prune_log_prob: float = -10.0,
+    mistake: str | None = None,
+) -> tuple[str, float]:
+    """Part d's search, written here independently of the solution: ``(best transcript, margin)``.
+
+    ``margin`` is the smallest gap in the ranking score at any cut of the beam and between the two best
+    prefixes at the end; a case is used only where it is clear, so rounding cannot decide it. ``mistake``
+    builds a *wrong* search, used only to name a learner's mistake: ``"ctc during"`` ranks by p_ctc alone
+    after every frame (Q only at the end), ``"final during"`` ranks with ``final=True`` after every frame,
+    ``"cut first"`` keeps the first ``beam_width`` candidates (in the order the frame's extension made
+    them) and ranks only those.
+    """
+
+    def q(prefix: tuple[int, ...], p_b: float, p_nb: float, final: bool) -> float:
+        ctc = _logadd(p_b, p_nb)
+        if lm is None:
+            return ctc
+        lm_part, words = _oracle_lm_log_prob(ds2.decode_labels(prefix), lm, final)
+        return ctc + alpha * lm_part + beta * words
+
+    def rank(candidate: tuple[tuple[int, ...], float, float]) -> float:
+        if mistake == "ctc during":
+            return _logadd(candidate[1], candidate[2])
+        return q(*candidate, final=mistake == "final during")
+
+    beams = [((), 0.0, NEG_INF)]  # (prefix, log p_b, log p_nb)
+    margin = math.inf
+    for frame in log_probs.detach().double().tolist():
+        kept = [k for k, value in enumerate(frame) if value >= prune_log_prob]
+        kept = kept or [max(range(len(frame)), key=frame.__getitem__)]  # nothing passes: the argmax alone
+        table: dict[tuple[int, ...], list[float]] = {}
+        for prefix, p_b, p_nb in beams:
+            for k in kept:
+                if k == ds2.BLANK:
+                    moves = [(prefix, 0, _logadd(p_b, p_nb))]
+                elif prefix and prefix[-1] == k:
+                    moves = [(prefix, 1, p_nb), ((*prefix, k), 1, p_b)]
+                else:
+                    moves = [((*prefix, k), 1, _logadd(p_b, p_nb))]
+                for target, half, before in moves:
+                    pair = table.setdefault(target, [NEG_INF, NEG_INF])
+                    pair[half] = _logadd(pair[half], before + frame[k])
+        candidates = [(prefix, p_b, p_nb) for prefix, (p_b, p_nb) in table.items()]
+        if mistake == "cut first":
+            candidates = candidates[:beam_width]
+        ranked = sorted(candidates, key=rank, reverse=True)
+        if len(ranked) > beam_width:
+            margin = min(margin, rank(ranked[beam_width - 1]) - rank(ranked[beam_width]))
+        beams = ranked[:beam_width]
+    finals = sorted((q(*beam, final=True) for beam in beams), reverse=True)
+    if len(finals) > 1:
+        margin = min(margin, finals[0] - finals[1])
+    return ds2.decode_labels(max(beams, key=lambda beam: q(*beam, final=True))[0]), margin
+
+
+# (seed, beam_width, alpha, beta): narrow beams over blank, "a", "b" and space (all above the pruning
+# threshold) with the two-letter-word LM; a search that ranks by p_ctc alone during the search, ranks with
+# final=True, or cuts the beam before ranking gets most of them wrong.
+NARROW_CASES = [(81, 2, 1.0, 1.5), (82, 3, 1.5, 0.5), (83, 2, 0.5, 2.0), (84, 3, 1.0, 1.5), (85, 2, 1.5, 0.5)]
+
+
+def narrow_case_log_probs(seed: int) -> torch.Tensor:
+    """``(8, 29)`` float32 log-probs of a narrow-beam case: blank, "a", "b" and space all above -10."""
+    return _tiny_log_probs(8, [ds2.BLANK, _id("a"), _id("b"), _id(" ")], seed).float()
+
+
+NARROW_MISTAKES = {
+    "ctc during": "the beams were ranked by p_ctc alone during the search, and by Q only at the end: in a narrow "
+    "beam the LM must help decide which prefixes survive each frame. Rank the candidates by fused_score(..., "
+    "final=False) after every frame",
+    "final during": "the ranking after every frame used final=True, so the word still being spelt was scored as "
+    "a complete word, followed by the end of the sentence: rank with final=False during the search and with "
+    "final=True only once, after the last frame",
+    "cut first": "the beam was cut before ranking: it kept the first beam_width candidates in the order "
+    "extend_prefixes made them, not the best ones. Sort every candidate by Q, then keep the beam_width best",
+}
+
+
+def _check_narrow_beams(module) -> None:
+    """Narrow beams with an LM against ``reference_search``; a mistake is named when every failure fits it."""
+    lm = small_lm()
+    failures, fitting = [], set(NARROW_MISTAKES)
+    for seed, beam_width, alpha, beta in NARROW_CASES:
+        log_probs = narrow_case_log_probs(seed)
+        expected, margin = reference_search(log_probs, beam_width, lm, alpha, beta)
+        if margin < 1e-6:
+            continue  # too close to call
+        what = (
+            f"prefix_beam_search with the LM, beam {beam_width}, alpha={alpha}, beta={beta} (a random 8-frame "
+            f"case over 'a', 'b', space and the blank)"
+        )
+        got = _search(module, what, log_probs, beam_width, lm, alpha, beta)
+        if got != expected:
+            failures.append((what, expected, got))
+            fitting &= {
+                name
+                for name in NARROW_MISTAKES
+                if reference_search(log_probs, beam_width, lm, alpha, beta, mistake=name)[0] == got
+            }
+    if not failures:
+        return
+    what, expected, got = failures[0]
+    explanation = (
+        NARROW_MISTAKES[next(name for name in NARROW_MISTAKES if name in fitting)]
+        if fitting
+        else "after every frame, extend the prefixes, rank them all by Q (final=False) and keep the "
+        "beam_width best; after the last frame, rank the survivors by Q with final=True"
+    )
+    raise CheckFailed(
+        f"{what}: expected {expected!r} (the checker's own beam search), got {got!r}; wrong on "
+        f"{len(failures)} of {len(NARROW_CASES)} such cases: {explanation}"
+    )
+
+
+def _check_the_cat_sat_in_a_narrow_beam(module) -> None:
+    """Beam 2: the LM must pull "the cat" into the beam at the space, before "s"/"z" could push it out."""
+    frames = _frames(
+        [{char: 0.9} for char in "tt-hh-ee-  "]
+        + [{"k": 0.52, "c": 0.48}, {"-": 0.9}]
+        + [{char: 0.9} for char in "aa-tt-  "]
+        + [{"s": 0.5, "z": 0.5}, {"-": 0.9}]
+        + [{char: 0.9} for char in "aa-tt-"]
+    )
+    what = "prefix_beam_search of 'the [k|c]at [s|z]at' (k 0.52, c 0.48; s 0.5, z 0.5), beam 2, alpha 1.0, beta 0.5"
+    got = _search(module, what, frames, 2, sentence_lm(), 1.0, 0.5)
+    if got != "the cat sat":
+        raise CheckFailed(
+            f"{what}: expected 'the cat sat', got {got!r}: once the space after 'cat' arrives, the LM must rank "
+            "'the cat ' above 'the kat ' so that it survives the next frame, where 's' and 'z' double the "
+            "candidates. Rank every candidate by Q (fused_score, final=False) after every frame, then keep the "
+            "beam_width best"
+        )
+
+
+def _check_argmax_fallback(module) -> None:
+    """When no symbol of a frame reaches prune_log_prob, the search goes on with the most probable one."""
+    probs = torch.full((3, ds2.NUM_CLASSES), 0.7 / (ds2.NUM_CLASSES - 1), dtype=torch.float64)
+    for t, char in enumerate("hhi"):
+        probs[t, _id(char)] = 0.3  # the most probable symbol, but log 0.3 = -1.2 < -1
+    log_probs = probs.log()  # (3, 29)
+    what = (
+        "prefix_beam_search(..., prune_log_prob=-1.0) of 3 frames where no symbol reaches -1 (the most probable, "
+        "'h', 'h', 'i', have log-probability -1.2)"
+    )
+    advice = (
+        "when no symbol of a frame reaches prune_log_prob, go on with the single most probable one (the "
+        "docstring's 'or the single most probable one if none is'), or the beam empties"
+    )
+    try:
+        got = _search(module, what, log_probs, 16, None, 0.0, 0.0, -1.0)
+    except (ValueError, IndexError, KeyError) as error:  # max() of an empty beam, say
+        raise CheckFailed(f"{what}: raised {type(error).__name__}: {error}; {advice}") from None
+    if got != "hi":
+        raise CheckFailed(f"{what}: expected 'hi', got {got!r}; {advice}")
+
+
 def _check_search_uses_parts(module) -> None:
     """The search is built from parts a and c: one extend_prefixes per frame, fused_score for the ranking."""
     calls = {"extend_prefixes": 0, "fused_score": 0}
@@ -452,6 +618,7 @@ def check_search(module) -> None:
             f"{what}: expected {expected!r} (the transcript of greatest Q(y), by brute force over every "
             f"alignment), got {got!r}"
         )
+    _check_argmax_fallback(module)
     # An LM that corrects a greedy error: "kat" is a touch more probable acoustically; the LM knows "cat".
     frames = _frames(
         [{char: 0.9} for char in "tt-hh-ee-  "]
@@ -475,6 +642,9 @@ def check_search(module) -> None:
     expect_equal(
         f"{what} with the LM (alpha 1.0, beta 0.5), vs implementation.prefix_beam_search", got, library
     )
+    # Narrow beams: the ranking after every frame decides what survives.
+    _check_narrow_beams(module)
+    _check_the_cat_sat_in_a_narrow_beam(module)
 
 
 HINTS = {
