@@ -1,28 +1,36 @@
-"""Deep Speech 2 in one module: spectrogram, model, CTC, decoders, language model, metrics, data.
+"""Deep Speech 2 in one module: spectrogram, model, CTC, decoders, language model, metrics, data, training.
 
 A reproduction, at laptop scale, of
 
     Amodei et al., "Deep Speech 2: End-to-End Speech Recognition in English and Mandarin", 2015
     (arXiv:1512.02595).
 
-The module follows the paper's order. Each section is fenced with a rule and names the paper section it
-implements; where we depart from the paper the comment says so (see also paper_notes.md).
+Sections 1-10 build the recogniser in the order of the paper's section 3 (§3.1-3.8); then come the data, the
+training loop and inference. Each section names the paper section it implements ("§" is always the paper's;
+this module's own sections are written "section 11.6") and opens with the paper's idea and equation, then the
+readable code that implements it. Where we depart from the paper the comment says so (see paper_notes.md).
+The paper's facts come from a fact sheet (paper_notes.md says which); a detail we remember from the paper
+but could not check against it is marked "recalled".
 
-    1. Text (§3.1)                    the 29-symbol English alphabet, blank = 0
-    2. Spectrogram (§3.1)             log power spectrogram, 20 ms Hann windows, 10 ms stride; batching
+    1. Text (§3.1)                    the 29-symbol English alphabet, blank = 0; the LM's special tokens
+    2. Spectrogram (§3.1)             log power spectrogram, 20 ms Hann windows, 10 ms stride; input checks
     3. Convolutional front-end (§3.5) 1-3 layers of 2D convolution over (frequency, time), Table 4 kernels
     4. Sequence-wise BatchNorm (§3.2) on the input-to-hidden projection W h^{l-1} only, masked statistics
-    5. Recurrent stack (§3.2-3.4)     bidirectional GRU or simple RNN; lookahead convolution (§3.7)
+    5. Recurrent stack (§3.2-3.4)     the GRU and simple-RNN steps as equations; lookahead convolution (§3.7)
     6. The model                      DS2Config + DeepSpeech2: (B, F, T) spectrograms -> (B, T', 29) log-probs
-    7. CTC loss (§3.1)                F.ctc_loss wrapper and a from-scratch alpha/beta implementation
-    8. Decoders (§3.8)                greedy, and CTC prefix beam search with LM shallow fusion; flashlight's
-                                      C++ beam search with a KenLM word LM (torchaudio) for large LMs
+    7. CTC loss (§3.1)                F.ctc_loss, and from scratch: the alpha and beta recursions
+    8. Decoders (§3.8)                greedy; CTC prefix beam search with LM shallow fusion; flashlight's C++
     9. Language model (§3.8)          word n-gram with interpolated Kneser-Ney smoothing, ARPA files
    10. Metrics                        edit distance, corpus WER and CER
    11. Synthetic speech               letters as phones, speakers, coarticulation, noise, train/dev splits
-   12. Training                       batching, SortaGrad (§3.3), the one training loop, evaluation,
-                                      checkpoints; data parallelism over processes with torchrun (§4.1)
-   13. Inference and files            audio checks and files, long recordings, transcribe()
+   12. Training                       batching, SortaGrad (§3.3), the one training loop, evaluation, checkpoints
+   13. Inference and files            audio files, long recordings, transcribe()
+
+Fast paths. Training on a CPU runs faster through hand-written backward passes and fused statistics (the
+engine room, ``fast_paths.py``); devices, mixed precision and data parallelism over processes (§4.1) live in
+``devices.py``; corpora beyond the letter-phones and the on-disk cache in ``corpora.py``. One switch,
+``FAST_PATHS`` (or ``with use_fast_paths(False):``), turns every fast path off: then only the readable code
+in this module runs, and it computes the same numbers (tests/test_fast_paths.py compares the two).
 
 Shapes use one notation throughout, one letter per meaning:
     B batch          T frames (T' after the conv strides)     S transcript length (L = 2S + 1 for CTC)
@@ -30,22 +38,17 @@ Shapes use one notation throughout, one letter per meaning:
     I features into a recurrent layer (K * F' for the first)  H hidden size    D directions (1 or 2)
     C output classes (29: the alphabet and the blank)
 
-Importing this module runs nothing; demos live behind ``if __name__ == "__main__":``.
+Importing this module runs nothing.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import dataclasses
 import functools
-import locale
 import math
 import os
-import shutil
 import tempfile
-import threading
 import time
 import warnings
 from collections import defaultdict
@@ -57,9 +60,45 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 import soundfile
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+import fast_paths
+
+# The engine room (fast_paths.py, devices.py): imported here, so implementation.pick_device etc. keep working.
+from devices import SumOverProcesses as SumOverProcesses
+from devices import (
+    amp_dtype,
+    distributed_world,
+    global_batch_moments,
+    grad_scaler,
+    shard_loss,
+    share_of_batches,
+)
+from devices import any_process as any_process
+from devices import distribute as distribute
+from devices import init_distributed as init_distributed
+from devices import mps_is_available as mps_is_available
+from devices import pick_device as pick_device
+from fast_paths import BatchNormClippedReLU, GRURecurrence, RNNRecurrence, linear_moments
+from fast_paths import Gram as Gram
+
+# The one switch for the fast paths (nanoGPT's ``self.flash``, module-wide). True: training on a CPU runs
+# the hand-written backward passes of fast_paths.py, inference runs PyTorch's fused GRU kernel. False: the
+# readable code of sections 3-5 runs everywhere. The numbers agree to float tolerance.
+FAST_PATHS = True
+
+
+@contextlib.contextmanager
+def use_fast_paths(enabled: bool) -> Iterator[None]:
+    """``with use_fast_paths(False): ...`` runs the block on the readable code only."""
+    global FAST_PATHS
+    previous, FAST_PATHS = FAST_PATHS, bool(enabled)
+    try:
+        yield
+    finally:
+        FAST_PATHS = previous
+
 
 # ----------------------------------------------------------------------------------------------------------
 # 1. Text: the output alphabet (§3.1)
@@ -110,6 +149,11 @@ def encode_text(text: str) -> Tensor:
     return torch.tensor([_CHAR_TO_ID[char] for char in normalized], dtype=torch.long)
 
 
+# The word language model (section 9) marks where a sentence begins and ends, and scores a word it never
+# saw as the unknown word; the beam search (section 8) uses the same three tokens.
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+
+
 def decode_labels(ids: Iterable[int] | Tensor) -> str:
     """Label ids -> text. Blanks (if any) are skipped; repeats are kept (this is not CTC collapsing)."""
     if isinstance(ids, Tensor):
@@ -127,10 +171,79 @@ def decode_labels(ids: Iterable[int] | Tensor) -> str:
 # 2. Spectrogram (§3.1): the model's input
 # ----------------------------------------------------------------------------------------------------------
 # DS2 consumes a power spectrogram of normalised audio (§3.1); the 20 ms windows and 10 ms stride are the
-# paper's values as we recall them (recalled, not on our fact sheet). We frame without centre padding (torch.stft(center=False)): every frame then holds only real
-# samples, so in a padded batch no frame of a short utterance ever sees another utterance's padding.
+# paper's values as we recall them (recalled). We frame without centre padding (torch.stft(center=False)):
+# every frame then holds only real samples, so in a padded batch no frame of a short utterance ever sees
+# another utterance's padding. The input checks come first: every path into the model goes through them.
 
 SAMPLE_RATE = 16_000
+
+
+def check_waveform(waveform: Tensor, sample_rate: int = SAMPLE_RATE, window_ms: float = 20.0) -> Tensor:
+    """Validate audio before feature extraction; returns it as float32.
+
+    Raises ``ValueError`` for: a non-tensor, an empty or shorter-than-one-window signal, NaN or inf
+    samples. Shapes ``(samples,)`` and ``(B, samples)`` are accepted (use ``to_mono`` first for
+    multi-channel audio).
+    """
+    if not isinstance(waveform, Tensor):
+        waveform = torch.as_tensor(np.asarray(waveform))
+    if waveform.dim() not in (1, 2):
+        raise ValueError(
+            f"expected a waveform of shape (samples,) or (batch, samples), got shape {tuple(waveform.shape)}"
+        )
+    window, _ = frame_parameters(sample_rate, window_ms)
+    if waveform.shape[-1] == 0:
+        raise ValueError("the audio is empty (0 samples)")
+    if waveform.shape[-1] < window:
+        raise ValueError(
+            f"the audio is too short: {waveform.shape[-1]} samples ({1000 * waveform.shape[-1] / sample_rate:.1f} ms) "
+            f"at {sample_rate} Hz, but one {window_ms:g} ms analysis window needs {window} samples"
+        )
+    if not waveform.is_floating_point():
+        waveform = waveform.float()
+    if not torch.isfinite(waveform).all():
+        raise ValueError("the audio contains NaN or inf samples; check how it was loaded or generated")
+    return waveform.float()
+
+
+# Digital silence: no sample reaches 1e-6, about 8 steps of a 24-bit file (a 16-bit file's smallest step
+# is 3e-5). Its spectrogram is the constant log(eps); normalised, that is all zeros, and whatever the model
+# outputs for it is invented. Real recordings of a quiet room have noise well above this.
+SILENT_PEAK = 1e-6
+
+
+def is_silent(waveform: Tensor) -> bool:
+    """True when no sample of ``waveform`` reaches ``SILENT_PEAK`` in magnitude."""
+    return bool(waveform.abs().max() < SILENT_PEAK) if waveform.numel() else True
+
+
+def _silent_message(waveform: Tensor) -> str:
+    return (
+        f"the audio is silent (peak amplitude {float(waveform.abs().max()):.1g} < {SILENT_PEAK:g}): there "
+        "is nothing to transcribe. Check the recording level, the channel, and that the right file was loaded"
+    )
+
+
+def lengths_to_mask(lengths: Tensor, max_length: int) -> Tensor:
+    """``(B,)`` lengths -> ``(B, T)`` boolean mask, True on valid frames."""
+    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_moments(x: Tensor, valid: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean, biased variance and count of the valid values of ``x`` over ``dims`` (kept, as size 1).
+
+    ``valid`` is a boolean mask that broadcasts against ``x``. Padding is set to 0 before any sum, so not
+    even a NaN in it can reach a statistic. Two passes (the mean, then the squared deviations from it):
+    the one-pass ``E[x^2] - E[x]^2`` loses digits in float32 when the mean is large against the spread.
+    Every statistic over valid frames in this module is this function: the spectrogram's per-utterance
+    normalisation below, BatchNorm's per-feature statistics in sections 3-4 (whose fast variants in
+    fast_paths.py and devices.py are tested against it).
+    """
+    count = torch.broadcast_to(valid, x.shape).sum(dim=dims, keepdim=True)
+    x = x.masked_fill(~valid, 0.0)
+    mean = x.sum(dim=dims, keepdim=True) / count
+    var = (x - mean).masked_fill(~valid, 0.0).square().sum(dim=dims, keepdim=True) / count
+    return mean, var, count
 
 
 def frame_parameters(sample_rate: int = SAMPLE_RATE, window_ms: float = 20.0, stride_ms: float = 10.0):
@@ -193,9 +306,9 @@ def normalize_spectrogram(
         lengths: valid frames per utterance ``(B,)``; ``None`` means all frames are valid.
         floor_db: clamp each utterance at this many dB below its loudest valid bin before normalising
             (``None`` disables). Without the floor, near-silent stretches of clean audio sit tens of dB
-            below anything a model trained on noisy audio has seen; a prototype of this lesson measured
-            dev-clean CER 14% without it and 2% with a 50 dB floor. Whisper clamps at 80 dB for the
-            same reason.
+            below anything a model trained on noisy audio has seen, and dev-clean comes out worse than
+            dev-noisy (``DS2Config(spectrogram_floor_db=None)`` shows it). Whisper clamps at 80 dB
+            for the same reason.
 
     Returns:
         Same shape; padded frames (``t >= length``) are exactly 0.
@@ -209,15 +322,12 @@ def normalize_spectrogram(
     lengths = lengths.to(spec.device)
     if (lengths < 1).any() or (lengths > frames).any():
         raise ValueError(f"lengths must be in 1..{frames} frames, got {lengths.tolist()}")
-    valid = (torch.arange(frames, device=spec.device)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T)
-    count = valid.sum(dim=(1, 2)) * spec.shape[1]  # valid values per utterance, (B,)
+    valid = lengths_to_mask(lengths, frames)[:, None, :]  # (B, 1, T)
     if floor_db is not None:
         peak = spec.masked_fill(~valid, -math.inf).amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
         spec = torch.maximum(spec, peak - floor_db * math.log(10.0) / 10.0)  # dB -> natural log of power
-    masked = spec.masked_fill(~valid, 0.0)
-    mean = masked.sum(dim=(1, 2)) / count  # (B,)
-    var = (masked - mean[:, None, None]).masked_fill(~valid, 0.0).square().sum(dim=(1, 2)) / count
-    normalized = (spec - mean[:, None, None]) / (var[:, None, None].sqrt() + 1e-5)
+    mean, var, _ = masked_moments(spec, valid, dims=(1, 2))  # (B, 1, 1) each
+    normalized = (spec - mean) / (var.sqrt() + 1e-5)
     normalized = normalized.masked_fill(~valid, 0.0)
     return normalized[0] if single else normalized
 
@@ -298,9 +408,82 @@ def conv_output_size(size: int | Tensor, kernel: int, stride: int, padding: int)
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def lengths_to_mask(lengths: Tensor, max_length: int) -> Tensor:
-    """``(B,)`` lengths -> ``(B, T)`` boolean mask, True on valid frames."""
-    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+# Each conv layer is followed by BatchNorm (§3.2 applies it to the whole network, conv layers included).
+# Padded frames are not audio, so BatchNorm's statistics come from the valid positions only.
+
+
+class MaskedBatchNorm(nn.BatchNorm1d):
+    """BatchNorm whose statistics come from valid positions only; padded positions come out as 0.
+
+    ``forward(x, mask)`` takes ``x`` with features last, e.g. ``(B, T, I)``, and a boolean mask of the
+    valid positions that broadcasts against ``x.shape[:-1]``, e.g. ``(B, T)``, or ``(B, 1, T)`` for
+    ``x`` of shape ``(B, F', T, K)``. In training, each feature's mean and (biased) variance come from
+    the valid positions (``masked_moments``) and the running estimates are updated with the unbiased
+    variance, exactly as ``nn.BatchNorm1d`` does (tested against it); in eval mode the running estimates
+    are used, so an utterance's output never depends on what it is batched with.
+    """
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
+        scale, shift = self.scale_and_shift(x, mask)
+        return (x * scale + shift).masked_fill(~mask[..., None], 0.0)
+
+    def clipped_relu(self, x: Tensor, mask: Tensor) -> Tensor:
+        """``clipped_relu(self(x, mask))`` with padding 0: a conv layer's BatchNorm and nonlinearity."""
+        if FAST_PATHS and self._can_fuse(x):  # one pass less each way (fast_paths.BatchNormClippedReLU)
+            return self._fused_clipped_relu(x, mask)
+        return clipped_relu(self(x, mask)).masked_fill(~mask[..., None], 0.0)
+
+    def scale_and_shift(self, x: Tensor, mask: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per-feature ``(scale, shift)`` with ``BN(x) = x * scale + shift``; updates running estimates.
+
+        With ``weight`` (O, I) (the fast paths only), the BatchNorm is of ``y = x @ weight.T`` and its
+        statistics come from the covariance of ``x`` (``fast_paths.linear_moments``) without forming ``y``.
+        """
+        if self.training:
+            x = x.to(torch.promote_types(x.dtype, torch.float32))  # float32+ statistics, also under --amp
+            if weight is None:
+                mean, var, count = self._feature_moments(x, mask)
+            else:
+                mean, var, count = linear_moments(x, mask, weight.to(x.dtype))
+            self._update_running_estimates(mean, var, count)
+        else:
+            mean, var = self.running_mean, self.running_var  # of W x itself, with or without weight
+        scale = torch.rsqrt(var + self.eps)
+        if self.weight is not None:  # affine=False: no learned gamma and beta
+            scale = scale * self.weight
+        shift = -mean * scale
+        return scale, shift if self.bias is None else shift + self.bias
+
+    @staticmethod
+    def _feature_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Each feature's (last axis) mean, biased variance, and the count of valid positions."""
+        if distributed_world()[1] > 1:  # torchrun: this process holds one shard of the global batch
+            return global_batch_moments(x, mask)  # devices.py: the same statistics over every shard
+        mean, var, count = masked_moments(x, mask[..., None], dims=tuple(range(x.dim() - 1)))
+        return mean.flatten(), var.flatten(), count.flatten()[0]
+
+    @torch.no_grad()
+    def _update_running_estimates(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
+        """As ``nn.BatchNorm1d`` keeps them: the mean, and the unbiased variance."""
+        self.running_mean.lerp_(mean.detach(), self.momentum)
+        self.running_var.lerp_(var.detach() * count / max(int(count) - 1, 1), self.momentum)
+        self.num_batches_tracked += 1
+
+    def _can_fuse(self, x: Tensor) -> bool:
+        """Training on the CPU in float32/64, one process, with learned gamma and beta."""
+        return (
+            self.training
+            and self.weight is not None
+            and x.device.type == "cpu"
+            and distributed_world()[1] == 1
+            and not torch.is_autocast_enabled("cpu")
+        )
+
+    def _fused_clipped_relu(self, x: Tensor, mask: Tensor) -> Tensor:
+        count = torch.broadcast_to(mask, x.shape[:-1]).sum()
+        y, mean, var = BatchNormClippedReLU.apply(x, mask[..., None], self.weight, self.bias, self.eps, count)
+        self._update_running_estimates(mean, var, count)
+        return y
 
 
 class ConvFrontEnd(nn.Module):
@@ -404,220 +587,11 @@ class ConvFrontEnd(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # 4. Sequence-wise BatchNorm (§3.2)
 # ----------------------------------------------------------------------------------------------------------
-# The paper normalises only the vertical (input-to-hidden) term of a recurrent layer:
+# The paper normalises only the vertical (input-to-hidden) term of a recurrent layer, never the recurrent one:
 #     h_t^l = f( B(W^l h_t^{l-1}) + U^l h_{t-1}^l )
 # with the mean and variance taken over every (utterance, time step) of the minibatch - "sequence-wise" -
-# rather than separately per time step. Padded frames are not part of the sequence, so they must not be
-# part of the statistics. At inference the paper uses running (population) estimates, so an utterance's
-# output never depends on what it is batched with.
-
-
-class MaskedBatchNorm(nn.BatchNorm1d):
-    """BatchNorm whose statistics come from valid frames only; padded frames come out as 0.
-
-    ``forward(x, mask)`` takes ``x`` with features last, e.g. ``(B, T, I)``, and a boolean mask of the
-    valid positions that broadcasts against ``x.shape[:-1]``, e.g. ``(B, T)``, or ``(B, 1, T)`` for
-    ``x`` of shape ``(B, F', T, C)``.
-    In training, the mean and (biased) variance of each feature are taken over the valid frames only and
-    the running estimates are updated with the unbiased variance, exactly as ``nn.BatchNorm1d`` does
-    (tested against it); in eval mode the running estimates are used. Padded values are replaced by 0
-    before any sum, so not even a NaN in the padding can reach a statistic.
-    """
-
-    def scale_and_shift(self, x: Tensor, mask: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Per-feature ``(scale, shift)`` with ``BN(x) = x * scale + shift``; updates running estimates.
-
-        With ``weight`` (O, I), the BatchNorm is of ``y = x @ weight.T`` (O features), and its training
-        statistics come from the mean and covariance of ``x`` (``_linear_moments``) without forming ``y``:
-        ``GRULayer`` normalises ``W h^{l-1}`` this way and folds ``scale`` into ``W``.
-        """
-        if self.training:
-            x = x.to(torch.promote_types(x.dtype, torch.float32))  # float32+ statistics, also under --amp
-            if weight is None:
-                mean, var, count = _masked_moments(x, mask)
-            else:
-                mean, var, count = _linear_moments(x, mask, weight.to(x.dtype))
-            self._update_running_estimates(mean, var, count)
-        else:
-            mean, var = self.running_mean, self.running_var  # of W x itself, with or without weight
-        scale = torch.rsqrt(var + self.eps)
-        if self.weight is not None:  # affine=False: no learned gamma and beta
-            scale = scale * self.weight
-        shift = -mean * scale
-        return scale, shift if self.bias is None else shift + self.bias
-
-    @torch.no_grad()
-    def _update_running_estimates(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
-        """As ``nn.BatchNorm1d`` keeps them: the mean, and the unbiased variance."""
-        self.running_mean.lerp_(mean.detach(), self.momentum)
-        self.running_var.lerp_(var.detach() * count / max(int(count) - 1, 1), self.momentum)
-        self.num_batches_tracked += 1
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
-        scale, shift = self.scale_and_shift(x, mask)
-        return (x * scale + shift).masked_fill(~mask[..., None], 0.0)
-
-    def clipped_relu(self, x: Tensor, mask: Tensor) -> Tensor:
-        """``clipped_relu(self(x, mask))`` with padding 0: a conv layer's BatchNorm and nonlinearity.
-
-        Training on the CPU in float32/64, one process, with learned gamma and beta, this runs fused
-        (``BatchNormClippedReLU``: half the passes over the tensor, forward and backward); otherwise as
-        written. Tested equal, values and gradients.
-        """
-        valid = mask[..., None]
-        fused = self.training and self.weight is not None and x.device.type == "cpu"
-        fused = fused and distributed_world()[1] == 1 and not torch.is_autocast_enabled("cpu")
-        if not fused:
-            return clipped_relu(self(x, mask)).masked_fill(~valid, 0.0)
-        count = torch.broadcast_to(mask, x.shape[:-1]).sum()
-        y, mean, var = BatchNormClippedReLU.apply(x, valid, self.weight, self.bias, self.eps, count)
-        self._update_running_estimates(mean, var, count)
-        return y
-
-
-class BatchNormClippedReLU(torch.autograd.Function):
-    """``clipped_relu(BN(x))`` over the valid positions, 0 on padding, with its backward by hand.
-
-    ``apply(x (..., K), valid (broadcasts against x), weight (K,), bias (K,), eps, count) -> (y, mean,
-    var)``, ``count`` the valid positions per feature; ``mean`` and the biased ``var`` are returned for
-    the running estimates (no gradient). The same function as ``MaskedBatchNorm`` then ``clipped_relu``
-    then zeroing the padding, in about 15 passes over ``x`` (forward and backward) instead of about 28:
-    autograd would keep and revisit every intermediate. With ``g`` the gradient that passes the
-    nonlinearity (where 0 < y < 20) and ``x_hat`` the normalised input, BatchNorm's backward is
-
-        dx = gamma / sigma * (g - mean(g) - x_hat * mean(g * x_hat)),   dgamma = sum(g x_hat), dbeta = sum(g)
-
-    over the valid positions (and 0 on padding).
-    """
-
-    @staticmethod
-    def forward(ctx, x, valid, weight, bias, eps, count):  # type: ignore[override]
-        dims = tuple(range(x.dim() - 1))
-        centred = x.masked_fill(~valid, 0.0)
-        mean = centred.sum(dim=dims) / count
-        centred.sub_(mean).masked_fill_(~valid, 0.0)
-        var = centred.square().sum(dim=dims) / count  # biased
-        inverse_std = torch.rsqrt(var + eps)
-        x_hat = centred.mul_(inverse_std)  # 0 on padding
-        y = torch.addcmul(bias, x_hat, weight).clamp_(0.0, 20.0).masked_fill_(~valid, 0.0)
-        ctx.save_for_backward(x_hat, y, valid, weight * inverse_std, count)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y, _grad_mean, _grad_var):  # type: ignore[override]
-        x_hat, y, valid, scale, count = ctx.saved_tensors
-        dims = tuple(range(y.dim() - 1))
-        g = torch.ops.aten.hardtanh_backward(grad_y, y, 0.0, 20.0)  # 0 where y is 0 (padding too) or 20
-        grad_bias = g.sum(dim=dims)
-        grad_weight = (g * x_hat).sum(dim=dims)
-        grad_x = torch.addcmul(-grad_bias / count * scale, g, scale)
-        grad_x.addcmul_(x_hat, -grad_weight / count * scale).masked_fill_(~valid, 0.0)
-        return grad_x, None, grad_weight, grad_bias, None, None
-
-
-class SumOverProcesses(torch.autograd.Function):
-    """``y = x_0 + x_1 + ... + x_{N-1}`` over the N processes (an all-reduce), with its gradient.
-
-    Every process gets the same ``y`` and computes its own loss ``L_r`` from it; the loss trained on is
-    the sum (DDP averages it), so ``dL/dx_r = sum_s dL_s/dy``: the backward is an all-reduce too, as in
-    ``nn.SyncBatchNorm``. (``torch.distributed.nn.functional.all_reduce`` does the same and is
-    deprecated in torch 2.14; this is that function, written out.)
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        total = x.clone()
-        dist.all_reduce(total)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        total = grad.clone()
-        dist.all_reduce(total)
-        return total
-
-
-def _masked_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean, biased variance and valid-value count per feature (last axis) over the valid positions."""
-    valid = mask[..., None]  # (B, T, 1) or (B, 1, T, 1): broadcasts against x
-    dims = tuple(range(x.dim() - 1))
-    count = torch.broadcast_to(mask, x.shape[:-1]).sum()  # valid values per feature
-    x = x.masked_fill(~valid, 0.0)
-    if distributed_world()[1] > 1:  # torchrun: this process holds one shard of the global batch
-        return _global_batch_moments(x, valid, dims, count)
-    mean = x.sum(dim=dims) / count  # one per feature
-    var = (x - mean).masked_fill(~valid, 0.0).square().sum(dim=dims) / count  # biased, one per feature
-    return mean, var, count
-
-
-class Gram(torch.autograd.Function):
-    """``Gram.apply(x (N, I)) -> x^T x (I, I)``, whose backward is one matmul, ``x (G + G^T)``.
-
-    (Autograd would see two operands and make two matmuls.)
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return x.T @ x
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return x @ (grad + grad.T)
-
-
-def _linear_moments(x: Tensor, mask: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean and biased variance of ``y = x @ weight.T`` over the valid rows, without forming ``y``.
-
-    ``x (B, T, I)``, ``mask (B, T)``, ``weight (O, I)``. With ``m`` and ``C`` the mean and covariance of
-    the valid rows of ``x``, ``y``'s mean is ``W m`` and its variance the diagonal of ``W C W^T``. Two
-    passes, as ``_masked_moments`` makes, so no digits are lost to a large mean: the mean, then ``C`` from
-    the centred rows in one (I x I) matmul. For a GRU layer (I = 328, O = 768 here) this replaces a dozen
-    elementwise passes over the (B, T, 768) product, forward and backward, by two small matmuls.
-    Under torchrun the sums and ``C`` are all-reduced, as ``_global_batch_moments`` does.
-    """
-    valid = mask[..., None]  # (B, T, 1)
-    features = x.shape[-1]
-    count = mask.sum()  # valid rows
-    x = x.masked_fill(~valid, 0.0)
-    sums = x.sum(dim=(0, 1))  # (I,)
-    distributed = distributed_world()[1] > 1
-    if distributed:  # the global batch's sums and count, in float64 as in _global_batch_moments
-        totals = SumOverProcesses.apply(torch.cat([sums.double(), count.double()[None]]))
-        sums, count = totals[:-1].to(x.dtype), totals[-1].detach().round().long()
-    x_mean = sums / count  # (I,)
-    with torch.autocast(x.device.type, enabled=False):  # statistics in float32 also under --amp
-        centred = (x - x_mean).masked_fill(~valid, 0.0).reshape(-1, features)  # (B * T, I)
-        covariance = Gram.apply(centred)  # (I, I), times the count
-        if distributed:
-            covariance = SumOverProcesses.apply(covariance)
-        mean = weight @ x_mean  # (O,)
-        var = ((weight @ covariance) * weight).sum(dim=1).clamp_min(0.0) / count  # (O,), biased
-    return mean, var, count
-
-
-def _global_batch_moments(
-    x: Tensor, valid: Tensor, dims: tuple, count: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean, biased variance and valid-value count per feature over *every* process's shard.
-
-    Data parallelism (§4.1, torchrun): each process holds a shard of the global minibatch, and BatchNorm
-    must see the global batch, as one process would. Two all-reduces, the same two passes one process
-    makes: the sums and valid-value counts give the global mean, then the squared deviations from it give
-    the variance (a single pass of sums of squares, E[x^2] - E[x]^2, loses digits in float32 when the mean
-    is large against the spread). ``x`` is already 0 in the padding, which therefore never counts. The
-    sums are differentiable (``SumOverProcesses``), so every process's frames get the gradient of the
-    global statistics. The first pass runs in float64 so that counts beyond float32's 2^24 stay exact.
-    """
-    sums = SumOverProcesses.apply(torch.cat([x.sum(dim=dims).double(), count.double()[None]]))  # (I + 1,)
-    total = sums[-1].detach()  # valid values per feature in the global batch
-    mean = (sums[:-1] / total).to(x.dtype)  # (I,)
-    deviations = (x - mean).masked_fill(~valid, 0.0).square().sum(dim=dims)  # (I,)
-    var = SumOverProcesses.apply(deviations) / total.to(x.dtype)  # (I,), biased
-    return mean, var, total.round().long()  # a count like the one-process one
+# rather than separately per time step. Padded frames are not part of the sequence, so they are not part of
+# the statistics. At inference the paper uses running (population) estimates.
 
 
 class SequenceWiseBatchNorm(MaskedBatchNorm):
@@ -625,6 +599,7 @@ class SequenceWiseBatchNorm(MaskedBatchNorm):
 
     Mean and variance are computed over all valid (batch x time) frames; padded frames are ignored and
     come out as 0. Running estimates are kept for eval mode, exactly as ``nn.BatchNorm1d`` keeps them.
+    The recurrent layers of section 5 apply it to ``W h^{l-1}`` for every frame before their loop over time.
     """
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:  # type: ignore[override]
@@ -638,280 +613,75 @@ class SequenceWiseBatchNorm(MaskedBatchNorm):
 # ----------------------------------------------------------------------------------------------------------
 
 
-_GRU_NAMES = ("weight_ih", "bias_ih", "weight_hh", "bias_hh")  # nn.GRU's parameters, per direction
+# A recurrent layer reads its input term B(W h^{l-1}) (section 4) one frame at a time and adds the
+# recurrent term U h_{t-1}, which is never normalised. The two cells of Table 3's comparison, as equations:
+#
+#     simple RNN (§3.1):   h_t = clipped_relu( a_t + U h_{t-1} )                 a_t = B(W h_t^{l-1})
+#     GRU (§3.4):          r_t = sigmoid( a_r + U_r h_{t-1} + b_r )               (reset gate)
+#                          z_t = sigmoid( a_z + U_z h_{t-1} + b_z )               (update gate)
+#                          n_t = tanh( a_n + r_t * (U_n h_{t-1} + b_n) )          (candidate)
+#                          h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+#
+# §3.4's GRU multiplies h_{t-1} by U_n *before* the reset gate, as PyTorch's nn.GRU does. Departure: the
+# candidate's activation is tanh; §3.4 reports that tanh and clipped ReLU perform similarly. A bidirectional
+# layer sums its two directions, h^l = h_forward + h_backward (§3.1), and the backward direction reads each
+# utterance reversed *within its own length*, so it starts at the true last frame, not in the padding.
 
 
-class GRURecurrence(torch.autograd.Function):
-    """The GRU recurrence (§3.4) over all time steps, both directions at once, with its BPTT by hand.
+def simple_rnn_step(a_t: Tensor, h_prev: Tensor, U: Tensor) -> Tensor:
+    """One step of the simple RNN: ``a_t (B, H)``, ``h_prev (B, H)``, ``U (H, H)`` -> ``h_t (B, H)``."""
+    return clipped_relu(a_t + h_prev @ U.T)
 
-    ``GRURecurrence.apply(gx (D, T, B, 3H), weight_hh (D, 3H, H), bias_hh (D, 3H)) -> h (D, T, B, H)``.
-    ``gx`` holds the input gates ``B(W h^{l-1})`` (reset, update, candidate; PyTorch's order), already
-    projected and normalised for every frame, time-major, in the order each direction reads them.
-    With ``U = weight_hh`` and ``b = bias_hh`` split the same way, each step is PyTorch's GRU exactly:
 
-        r_t = sigmoid(gx_r + U_r h_{t-1} + b_r)
-        z_t = sigmoid(gx_z + U_z h_{t-1} + b_z)
-        n_t = tanh(gx_n + r_t * (U_n h_{t-1} + b_n))      (§3.4: U h is computed before r multiplies it)
-        h_t = (1 - z_t) * n_t + z_t * h_{t-1}             with h_{-1} = 0
+def gru_step(a_t: Tensor, h_prev: Tensor, U: Tensor, b: Tensor) -> Tensor:
+    """One GRU step: ``a_t (B, 3H)`` the input term of the three gates, ``U (3H, H)``, ``b (3H,)``."""
+    a_r, a_z, a_n = a_t.chunk(3, dim=-1)  # reset, update, candidate: PyTorch's order
+    U_r, U_z, U_n = U.chunk(3)
+    b_r, b_z, b_n = b.chunk(3)
+    r = torch.sigmoid(a_r + h_prev @ U_r.T + b_r)
+    z = torch.sigmoid(a_z + h_prev @ U_z.T + b_z)
+    n = torch.tanh(a_n + r * (h_prev @ U_n.T + b_n))
+    return (1 - z) * n + z * h_prev
 
-    Why by hand: on the CPU, ``torch.gru`` under autograd records a dozen small ops per step and
-    direction, and its backward replays them and accumulates ``dU`` step by step. Here the forward runs
-    without a graph: five ops per step for both directions (D is the batch of one in-place batched
-    matmul), into time-major buffers whose per-step slices are contiguous. The backward walks the steps in
-    reverse with three ops per step: one multiply makes all three gates' gradients from ``dh_t`` and
-    factors computed for every step at once beforehand, then ``dh_{t-1}``; ``dU`` is one matmul over
-    all steps at the end. ``tests/test_implementation.py`` checks it against ``torch.gru`` and by
-    ``gradcheck``. ``GRULayer`` uses it for training on the CPU. Under CPU autocast the recurrence runs
-    in float32.
+
+def run_over_time(step: Callable[[Tensor, Tensor], Tensor], a: Tensor, hidden: int) -> Tensor:
+    """``h_t = step(a_t, h_{t-1})`` from ``h_{-1} = 0`` over ``a (B, T, G)``: ``(B, T, hidden)``."""
+    h = a.new_zeros(a.shape[0], hidden)  # (B, H)
+    outputs = []
+    for t in range(a.shape[1]):
+        h = step(a[:, t], h)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)  # (B, T, H)
+
+
+def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each sequence of ``x (B, T, ...)`` within its own length; padding stays where it is."""
+    frames = x.shape[1]
+    time = torch.arange(frames, device=x.device)[None, :]  # (1, T)
+    index = torch.where(time < lengths[:, None], lengths[:, None] - 1 - time, time)  # (B, T)
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, index)
+
+
+def both_directions(step_in_direction, a: Tensor, lengths: Tensor, directions: int, hidden: int) -> Tensor:
+    """``h_forward + h_backward`` (§3.1) of a layer whose input term is ``a (B, T, D * G)``: ``(B, T, H)``.
+
+    ``step_in_direction(d)`` is the step function of direction ``d``. Padded output frames are set to 0.
     """
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, gx: Tensor, weight_hh: Tensor, bias_hh: Tensor) -> Tensor:  # type: ignore[override]
-        directions, frames, batch, gates = gx.shape  # (D, T, B, 3H)
-        hidden = gates // 3
-        rz_part, n_part = slice(0, 2 * hidden), slice(2 * hidden, gates)
-        # Time-major buffers: each step's (D, B, .) slice is contiguous, so the matmul writes in place.
-        # hh[t] ends as (r_t, z_t, U_n h_{t-1} + b_n): what the backward needs.
-        hh = gx.new_empty(frames, directions, batch, gates)
-        n = gx.new_empty(frames, directions, batch, hidden)
-        h = gx.new_empty(frames, directions, batch, hidden)
-        u_transposed, bias = weight_hh.transpose(1, 2), bias_hh[:, None]  # (D, H, 3H), (D, 1, 3H)
-        h_prev = gx.new_zeros(directions, batch, hidden)  # h_{-1} = 0
-        # Each step's (D, B, .) view of each tensor, taken once up front rather than sliced in the loop.
-        tensors = (hh, hh[..., rz_part], hh[..., :hidden], hh[..., hidden : 2 * hidden], hh[..., n_part])
-        tensors += (gx[..., rz_part].transpose(0, 1), gx[..., n_part].transpose(0, 1), n, h)
-        steps = zip(*(tensor.unbind(0) for tensor in tensors), strict=True)
-        for hh_t, rz_t, r, z, hh_n, gx_rz, gx_n, n_t, h_t in steps:
-            torch.baddbmm(bias, h_prev, u_transposed, out=hh_t)  # U h_{t-1} + b: (D, B, 3H)
-            torch.add(gx_rz, rz_t, out=rz_t).sigmoid_()  # r_t, z_t
-            torch.addcmul(gx_n, r, hh_n, out=n_t).tanh_()  # n_t
-            h_prev = torch.lerp(n_t, h_prev, z, out=h_t)  # n + z (h_{t-1} - n) = (1 - z) n + z h_{t-1}
-        ctx.save_for_backward(weight_hh, hh, n, h)
-        return h.transpose(0, 1)  # (D, T, B, H): a view of the time-major buffer
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cpu")
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
-        weight_hh, hh, n, h = ctx.saved_tensors  # time-major: (T, D, B, .)
-        frames, directions, batch, gates = hh.shape
-        hidden = gates // 3
-        r, z, hh_n = hh[..., :hidden], hh[..., hidden : 2 * hidden], hh[..., 2 * hidden :]  # (T, D, B, H)
-        # With a_* the pre-activations (r = sigmoid(a_r), ...) and dh the whole gradient reaching h_t
-        # (sigmoid' = s (1 - s), tanh' = 1 - tanh^2):
-        #   da_n = dh (1 - z) (1 - n^2)     da_z = dh (h_{t-1} - n) z (1 - z)     da_r = da_n hh_n r (1 - r)
-        # and d(U h_{t-1} + b) = (da_r, da_z, da_n r). Each is dh times a factor known for every step
-        # before the loop, so the loop makes all three with one multiply.
-        one_minus_z = 1 - z
-        to_candidate = n.square().neg_().add_(1).mul_(one_minus_z)  # (1 - n^2)(1 - z)
-        factors = hh.new_empty(frames, directions, batch, 3, hidden)
-        torch.mul((1 - r).mul_(r).mul_(hh_n), to_candidate, out=factors[..., 0, :])  # reset
-        to_update = factors[..., 1, :]  # (h_{t-1} - n) z (1 - z), with h_{-1} = 0
-        torch.sub(h[:-1], n[1:], out=to_update[1:])
-        torch.neg(n[0], out=to_update[0])
-        to_update.mul_(z).mul_(one_minus_z)
-        torch.mul(to_candidate, r, out=factors[..., 2, :])  # candidate, through r
-        # d(U h_{t-1} + b), gate by gate; direction-major, as d gx is returned: (D, T, B, 3, H)
-        grad_hh = hh.new_empty(directions, frames, batch, 3, hidden)
-        grad_hh_flat = grad_hh.view(directions, frames, batch, gates)
-        dh = hh.new_empty(frames, directions, batch, hidden)  # the whole gradient reaching each h_t
-        grad_from_output = grad_h.transpose(0, 1)  # (T, D, B, H)
-        dh[-1] = grad_from_output[-1]
-        views = [tensor.unbind(0) for tensor in (dh, dh.unsqueeze(3), factors, z, grad_from_output)]
-        views += [tensor.unbind(1) for tensor in (grad_hh, grad_hh_flat)]
-        dh_t, dh_3, factor, z_t, from_output, grad_hh_t, grad_hh_flat_t = views
-        for t in reversed(range(frames)):
-            torch.mul(dh_3[t], factor[t], out=grad_hh_t[t])  # (D, B, 3, H)
-            if t > 0:  # dh_{t-1} = (gradient from the output) + z dh_t + U^T d(U h_{t-1} + b)
-                torch.addcmul(from_output[t - 1], dh_t[t], z_t[t], out=dh_t[t - 1])
-                dh_t[t - 1].baddbmm_(grad_hh_flat_t[t], weight_hh)
-        # dU = sum over steps and utterances of d(U h_{t-1} + b) h_{t-1}^T: one matmul (h_{-1} = 0 adds
-        # nothing, so step 0 is left out); db = the same sum without the h.
-        steps_after_first = (directions, (frames - 1) * batch)
-        h_prev = h[:-1].transpose(0, 1).reshape(*steps_after_first, hidden)  # (D, (T - 1) B, H)
-        grad_weight = grad_hh_flat[:, 1:].reshape(*steps_after_first, gates).transpose(1, 2) @ h_prev
-        grad_bias = grad_hh_flat.view(directions, frames * batch, gates).sum(dim=1)  # (D, 3H)
-        # d gx: the reset and update gates enter like U h + b; the candidate's is da_n, without the r.
-        torch.mul(
-            dh.transpose(0, 1), to_candidate.transpose(0, 1), out=grad_hh[..., 2, :]
-        )  # reuses the buffer
-        return grad_hh_flat, grad_weight, grad_bias  # (D, T, B, 3H), (D, 3H, H), (D, 3H)
-
-
-def recurrence_order(lengths: Tensor, frames: int, directions: int) -> tuple[Tensor, Tensor]:
-    """Where each direction reads its frames, as row indices: ``(read (D*T*B,), back (B*T*D,))``.
-
-    Direction 0 reads frame ``t`` at step ``t``. Direction 1 reads each utterance reversed within its
-    own length (as ``reverse_padded``), so it starts at the true last frame; padding comes after.
-    ``read`` picks rows of a ``(B, T)``-ordered table (the layer's input frames) in ``(D, T, B)`` step
-    order; ``back`` picks rows of the time-major ``(T, D, B)`` outputs in ``(B, T, D)`` frame order.
-    Reversing within a length is its own inverse, so one step-for-frame map serves both ways.
-    """
-    batch = lengths.shape[0]
-    time = torch.arange(frames, device=lengths.device)[:, None]  # (T, 1)
-    reversed_time = torch.where(time < lengths, lengths - 1 - time, time)  # (T, B)
-    step = torch.stack([time.expand(frames, batch), reversed_time])[:directions]  # (D, T, B)
-    direction = torch.arange(directions, device=lengths.device)[:, None, None]  # (D, 1, 1)
-    utterance = torch.arange(batch, device=lengths.device)  # (B,)
-    read = utterance * frames + step  # (D, T, B)
-    back = (
-        step * directions + direction
-    ) * batch + utterance  # (D, T, B): frame (b, t) of d is at step[d, t, b]
-    return read.reshape(-1), back.permute(2, 1, 0).reshape(-1)
-
-
-class GRULayer(nn.Module):
-    """One (bi)directional GRU layer with sequence-wise BatchNorm on ``W h^{l-1}`` (§3.2, §3.4).
-
-    BatchNorm's (masked, sequence-wise) statistics come from ``W h^{l-1}`` for every frame and both
-    directions at once. The recurrent term ``U h_{t-1}`` is never normalised, and gradients flow through
-    ``mu`` and ``sigma`` as they should. ``tests/test_implementation.py`` checks
-    the layer against an explicit per-step GRU that applies ``SequenceWiseBatchNorm`` to ``W x``.
-
-    Two paths run the recurrence, tested equal (outputs and every gradient):
-
-    * Training on the CPU: ``GRURecurrence``, our own loop over time for both directions at once with a
-      hand-written backward (BPTT), fed ``B(W h^{l-1})`` directly.
-    * Otherwise (inference, GPU): PyTorch's fused GRU kernel ``torch.gru``. It computes ``W h^{l-1}``
-      inside, so we cannot slip a BatchNorm in between. But BatchNorm of a linear map is itself linear
-      once its statistics are known:
-
-          B(W x) = gamma * (W x - mu) / sigma + beta = (diag(gamma / sigma) W) x + (beta - gamma mu / sigma)
-
-      so the statistics are folded into the GRU's input weights and bias, and the kernel runs with those.
-
-    PyTorch's GRU matches §3.4's variant (``U_h h_{t-1}`` is computed before the reset gate multiplies
-    it). Departure: its candidate activation is tanh; §3.4 reports tanh and clipped ReLU perform similarly.
-
-    Bidirectional outputs are summed (``h^l = h_forward + h_backward``), not concatenated.
-
-    Padding, without ``PackedSequence``: on the CPU a packed GRU falls back to a loop of small per-frame
-    ops (a whole training step 1.77x slower on 2026-12-01: ``benchmarks/bench_training.py``'s "packed
-    GRU" peer), so both paths run on
-    the padded tensor. The forward direction is exact as it is: padding comes after an utterance's last
-    frame, so it cannot reach a valid frame. The backward direction runs forward over each utterance
-    reversed *within its own length* (``reverse_padded``, ``recurrence_order``), so it starts at the true
-    last frame, and its output is reversed back. Padded output frames are set to 0.
-    """
-
-    def __init__(
-        self, input_size: int, hidden_size: int, bidirectional: bool = True, batch_norm: bool = True
-    ):
-        super().__init__()
-        # nn.GRU holds the parameters (weight_ih_l0, weight_hh_l0, ..., *_reverse) in PyTorch's layout.
-        self.gru = nn.GRU(input_size, hidden_size, batch_first=True, bidirectional=bidirectional)
-        self.directions = 2 if bidirectional else 1
-        self.hidden_size = hidden_size
-        # One BatchNorm over the stacked input projections of both directions (3H gates per direction).
-        self.norm = MaskedBatchNorm(3 * hidden_size * self.directions) if batch_norm else None
-        if batch_norm:  # BN's shift replaces the GRU's input bias, so that bias is neither used nor trained
-            for suffix in self._suffixes():
-                getattr(self.gru, "bias_ih" + suffix).requires_grad_(False).data.zero_()
-
-    def _suffixes(self):
-        return ["_l0", "_l0_reverse"][: self.directions]
-
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
-        # Training on the CPU, our recurrence beats torch.gru under autograd (``benchmarks/bench_gru.py``).
-        # Without autograd (inference) torch.gru is as fast or faster; on a GPU cuDNN's fused kernel wins.
-        training_on_cpu = x.device.type == "cpu" and torch.is_grad_enabled()
-        run = self._run_recurrence if training_on_cpu else self._run_fused_kernel
-        return run(x, lengths, mask) * mask[..., None]  # (B, T, H), padding -> 0
-
-    def _run_recurrence(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
-        """Both directions at once with ``GRURecurrence``: ``(B, T, I) -> (B, T, H)`` (padding not yet 0).
-
-        BatchNorm of ``W h^{l-1}`` (§3.2) is folded into ``W`` here too, as in ``_run_fused_kernel``, but
-        with training statistics: ``scale_and_shift`` takes them from ``h^{l-1}``'s mean and covariance
-        (``_linear_moments``), and gradients flow through them. So the input gates ``B(W h^{l-1})`` come
-        out of one batched matmul, directly in the order each direction reads its frames.
-        """
-        parameters = {name: [getattr(self.gru, name + s) for s in self._suffixes()] for name in _GRU_NAMES}
-        weight, bias = torch.cat(parameters["weight_ih"]), torch.cat(parameters["bias_ih"])  # W, b: all D
-        gx, back = inputs_in_step_order(x, lengths, mask, weight, bias, self.norm, self.directions)
-        h = GRURecurrence.apply(
-            gx, torch.stack(parameters["weight_hh"]), torch.stack(parameters["bias_hh"])
-        )  # (D, T, B, H), a view of a time-major (T, D, B, H) buffer
-        return sum_directions_in_frame_order(h, back)  # h_forward + h_backward: (B, T, H)
-
-    def _run_fused_kernel(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
-        """Each direction with ``torch.gru``, BatchNorm folded into ``W``: ``(B, T, I) -> (B, T, H)``."""
-        gru = self.gru
-        w_ih = [getattr(gru, "weight_ih" + s) for s in self._suffixes()]  # (3H, I) per direction
-        b_ih = [getattr(gru, "bias_ih" + s) for s in self._suffixes()]  # (3H,) per direction
-        if self.norm is not None:
-            projected = x @ torch.cat(w_ih).T  # W h^{l-1}: (B, T, D * 3H), for the statistics
-            scale, shift = self.norm.scale_and_shift(projected, mask)  # (D * 3H,) each
-            scale, shift = scale.view(self.directions, -1), shift.view(self.directions, -1)  # (D, 3H)
-            w_ih = [w * scale[d, :, None] for d, w in enumerate(w_ih)]  # diag(gamma / sigma) W
-            b_ih = list(shift)  # BN's own shift replaces the input bias
-        output = self._run(x, 0, w_ih[0], b_ih[0])  # (B, T, H)
-        if self.directions == 2:
-            backward = self._run(reverse_padded(x, lengths), 1, w_ih[1], b_ih[1])  # (B, T, H), reversed
-            output = output + reverse_padded(backward, lengths)  # (B, T, H)
-        return output
-
-    def _run(self, x: Tensor, direction: int, w_ih: Tensor, b_ih: Tensor) -> Tensor:
-        """One direction over the padded batch with the fused kernel: ``(B, T, I) -> (B, T, H)``."""
-        suffix = self._suffixes()[direction]
-        params = [w_ih, getattr(self.gru, "weight_hh" + suffix), b_ih, getattr(self.gru, "bias_hh" + suffix)]
-        h0 = x.new_zeros(1, x.shape[0], self.hidden_size)  # (1, B, H)
-        # torch.gru is the op behind nn.GRU.forward: (input, hx, params, has_biases, num_layers, dropout,
-        # train, bidirectional, batch_first).
-        output, _ = torch.gru(x, h0, params, True, 1, 0.0, self.training, False, True)
-        return output
-
-
-class RNNRecurrence(torch.autograd.Function):
-    """The simple recurrence ``h_t = clipped_relu(a_t + U h_{t-1})`` over all steps, both directions at
-    once, with its BPTT by hand (as ``GRURecurrence`` does for the GRU).
-
-    ``RNNRecurrence.apply(a (D, T, B, H), weight (D, H, H)) -> h (D, T, B, H)``, ``a`` the input term
-    ``B(W h^{l-1}) + b`` in each direction's reading order, ``h_{-1} = 0``. Two ops per step forward (one
-    in-place batched matmul, the clip) and two backward: the gradient through the clip is ``dh`` where
-    ``0 < h < 20`` and 0 elsewhere, then ``dh_{t-1}`` gains ``U^T`` times it; ``dU`` is one matmul at the
-    end. ``SimpleRNNLayer`` uses it for training on the CPU.
-    """
-
-    @staticmethod
-    def forward(ctx, a: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
-        directions, frames, batch, hidden = a.shape
-        h = a.new_empty(frames, directions, batch, hidden)  # time-major: contiguous steps
-        h_prev, u_transposed = a.new_zeros(directions, batch, hidden), weight.transpose(1, 2)
-        for a_t, h_t in zip(a.unbind(1), h.unbind(0), strict=True):
-            h_prev = torch.baddbmm(a_t, h_prev, u_transposed, out=h_t).clamp_(0.0, 20.0)
-        ctx.save_for_backward(weight, h)
-        return h.transpose(0, 1)  # (D, T, B, H): a view of the time-major buffer
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        weight, h = ctx.saved_tensors  # (D, H, H), (T, D, B, H)
-        frames, directions, batch, hidden = h.shape
-        grad_a = h.new_empty(directions, frames, batch, hidden)  # d loss / d(a_t + U h_{t-1})
-        from_output = grad_h.unbind(1)  # (D, B, H) per step
-        dh = from_output[-1]  # the whole gradient reaching h_t
-        for t in reversed(range(frames)):
-            g = torch.ops.aten.hardtanh_backward(dh, h[t], 0.0, 20.0)  # through the clip
-            grad_a[:, t] = g
-            if t > 0:
-                dh = torch.baddbmm(from_output[t - 1], g, weight)  # + U^T g
-        steps_after_first = (directions, (frames - 1) * batch, hidden)
-        h_prev = h[:-1].transpose(0, 1).reshape(steps_after_first)  # (D, (T - 1) B, H)
-        grad_weight = grad_a[:, 1:].reshape(steps_after_first).transpose(1, 2) @ h_prev  # (D, H, H)
-        return grad_a, grad_weight
+    gates = a.shape[-1] // directions
+    output = run_over_time(step_in_direction(0), a[..., :gates], hidden)  # (B, T, H)
+    if directions == 2:
+        backward_in = reverse_padded(a[..., gates:], lengths)  # each utterance from its true last frame
+        output = output + reverse_padded(run_over_time(step_in_direction(1), backward_in, hidden), lengths)
+    return output * lengths_to_mask(lengths, a.shape[1])[..., None]
 
 
 class SimpleRNNLayer(nn.Module):
-    """A simple (vanilla) recurrent layer, written out step by step (§3.1-3.2):
+    """A simple recurrent layer with sequence-wise BatchNorm: ``h_t = clipped_relu(B(W h_t^{l-1}) + U h_{t-1})``.
 
-        h_t = clipped_relu( B(W h_t^{l-1}) + U h_{t-1} + b )
-
-    ``nn.RNN`` has no clipped ReLU, so this layer is the equation as code: the input projection for all
-    frames in one matmul, then a loop over time for the recurrent term. The backward direction runs on
-    each utterance reversed within its own length, so it starts at the true last frame, not in padding.
+    ``forward(x (B, T, I), lengths (B,)) -> (B, T, H)``; without BatchNorm the input term is ``W h + b``.
+    ``nn.RNN`` has no clipped ReLU, so the layer is the equation as code (``simple_rnn_step``). Training
+    on the CPU runs ``fast_paths.RNNRecurrence`` instead: the same numbers, with BPTT by hand.
     """
 
     def __init__(
@@ -926,91 +696,122 @@ class SimpleRNNLayer(nn.Module):
         )
         self.hidden_size = hidden_size
 
-    def _run(self, inputs: Tensor, recurrent: nn.Linear) -> Tensor:
-        hidden = inputs.new_zeros(inputs.shape[0], self.hidden_size)  # (B, H)
-        outputs = []
-        for t in range(inputs.shape[1]):
-            hidden = clipped_relu(inputs[:, t] + recurrent(hidden))  # (B, H)
-            outputs.append(hidden)
-        return torch.stack(outputs, dim=1)  # (B, T, H)
-
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        # Training on the CPU: RNNRecurrence (two ops per step and direction-batched). Otherwise the
-        # equation as written, one step at a time; the two are tested equal.
-        run = self._run_recurrence if x.device.type == "cpu" and torch.is_grad_enabled() else self._run_loop
-        return run(x, lengths)
-
-    def _run_loop(self, x: Tensor, lengths: Tensor) -> Tensor:
-        projected = self.input_projection(x)  # W h^{l-1}: (B, T, D * H)
+        if FAST_PATHS and x.device.type == "cpu" and torch.is_grad_enabled():
+            return self._forward_fast(x, lengths)
+        a = self.input_projection(x)  # W h^{l-1} (+ b): (B, T, D * H)
         if self.norm is not None:
-            projected = self.norm(projected, lengths)
-        forward_in = projected[..., : self.hidden_size]
-        output = self._run(forward_in, self.recurrent[0])  # (B, T, H)
-        if self.directions == 2:
-            backward_in = reverse_padded(projected[..., self.hidden_size :], lengths)
-            output = output + reverse_padded(self._run(backward_in, self.recurrent[1]), lengths)
-        return output * lengths_to_mask(lengths, x.shape[1])[..., None]
+            a = self.norm(a, lengths)  # B(W h^{l-1}), statistics over the valid frames (section 4)
 
-    def _run_recurrence(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """Both directions at once with ``RNNRecurrence``, BatchNorm folded into ``W`` (as ``GRULayer``)."""
+        def step_in_direction(d: int):
+            return lambda a_t, h_prev: simple_rnn_step(a_t, h_prev, self.recurrent[d].weight)
+
+        return both_directions(step_in_direction, a, lengths, self.directions, self.hidden_size)
+
+    def _forward_fast(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Both directions at once with ``fast_paths.RNNRecurrence``, BatchNorm folded into ``W``."""
         mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
         projection = self.input_projection
-        a, back = inputs_in_step_order(
+        a, back = fast_paths.inputs_in_step_order(
             x, lengths, mask, projection.weight, projection.bias, self.norm, self.directions
         )  # (D, T, B, H)
         weights = torch.stack([layer.weight for layer in self.recurrent])  # (D, H, H)
         h = RNNRecurrence.apply(a, weights)  # (D, T, B, H)
-        return sum_directions_in_frame_order(h, back) * mask[..., None]  # (B, T, H)
+        return fast_paths.sum_directions_in_frame_order(h, back) * mask[..., None]  # (B, T, H)
 
 
-def inputs_in_step_order(
-    x: Tensor,
-    lengths: Tensor,
-    mask: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    norm: MaskedBatchNorm | None,
-    directions: int,
-) -> tuple[Tensor, Tensor]:
-    """A recurrent layer's input term ``B(W h^{l-1})`` (or ``W h^{l-1} + b``), in each direction's step order.
+class GRULayer(nn.Module):
+    """A (bi)directional GRU layer (§3.4) with sequence-wise BatchNorm on ``W h^{l-1}`` (§3.2).
 
-    ``x (B, T, I)``, ``weight (D * G, I)`` (D directions of G gates each), ``bias (D * G,)``. BatchNorm of
-    ``W h^{l-1}`` (§3.2) is folded into ``W`` with training statistics taken from ``h^{l-1}``'s mean and
-    covariance (``MaskedBatchNorm.scale_and_shift(..., weight=W)``; gradients flow through them), and BN's
-    shift replaces the bias. So the whole term is one batched matmul over the frames already gathered in
-    step order (``recurrence_order``). Returns ``(a (D, T, B, G), back)``, ``back`` for
-    ``sum_directions_in_frame_order``. Whatever fills the padding of ``x`` never reaches a valid frame.
+    ``forward(x (B, T, I), lengths (B,)) -> (B, T, H)``: ``a = B(W h^{l-1})`` for every frame and both
+    directions at once (``SequenceWiseBatchNorm``, gradients flowing through its mean and variance), then
+    ``gru_step`` over time. ``self.gru`` (an ``nn.GRU``) holds the weights in PyTorch's layout, so that the
+    fused kernel below and every checkpoint use them; with BatchNorm, BN's shift replaces the GRU's input
+    bias, which is neither used nor trained. Two fast paths compute the same numbers (tested):
+
+    * training on the CPU: ``fast_paths.GRURecurrence``, both directions at once with BPTT by hand;
+    * otherwise (inference, GPUs): PyTorch's fused kernel ``torch.gru``. It computes ``W h^{l-1}`` inside,
+      so no BatchNorm fits in between; but once its statistics are known BatchNorm of a linear map is
+      linear, ``B(W x) = (diag(gamma / sigma) W) x + (beta - gamma mu / sigma)``, so it is folded into the
+      input weights and bias and the kernel runs with those.
+
+    No ``PackedSequence``: on the CPU a packed GRU falls back to a loop of small per-frame ops
+    (``benchmarks/bench_training.py`` measures it), so every path runs on the padded tensor.
     """
-    batch, frames, features = x.shape
-    gates = weight.shape[0] // directions
-    x = x.masked_fill(~mask[..., None], 0.0)
-    if norm is not None:
-        scale, bias = norm.scale_and_shift(x, mask, weight=weight)  # of W h^{l-1}: (D * G,) each
-        weight = weight * scale[:, None]  # diag(gamma / sigma) W
-    read, back = recurrence_order(lengths, frames, directions)
-    steps = x.reshape(-1, features).index_select(0, read).view(directions, frames * batch, features)
-    a = torch.baddbmm(
-        bias.view(directions, 1, gates), steps, weight.view(directions, gates, features).transpose(1, 2)
-    )
-    return a.view(directions, frames, batch, gates), back
 
+    def __init__(
+        self, input_size: int, hidden_size: int, bidirectional: bool = True, batch_norm: bool = True
+    ):
+        super().__init__()
+        self.gru = nn.GRU(input_size, hidden_size, batch_first=True, bidirectional=bidirectional)
+        self.directions = 2 if bidirectional else 1
+        self.hidden_size = hidden_size
+        # One BatchNorm over the stacked input projections of both directions (3H gates per direction).
+        self.norm = SequenceWiseBatchNorm(3 * hidden_size * self.directions) if batch_norm else None
+        if batch_norm:
+            for suffix in self._suffixes():
+                getattr(self.gru, "bias_ih" + suffix).requires_grad_(False).data.zero_()
 
-def sum_directions_in_frame_order(h: Tensor, back: Tensor) -> Tensor:
-    """``h (D, T, B, H)`` (a view of a time-major buffer, as the recurrences return) -> ``(B, T, H)``, the
-    directions summed (§3.1: ``h_forward + h_backward``), each frame back where ``inputs_in_step_order``
-    took it from."""
-    directions, frames, batch, hidden = h.shape
-    h = h.transpose(0, 1).reshape(-1, hidden).index_select(0, back)  # (B * T * D, H), in frame order
-    return h.view(batch, frames, directions, hidden).sum(dim=2)
+    def _suffixes(self):
+        return ["_l0", "_l0_reverse"][: self.directions]
 
+    def _weights(self, name: str) -> list[Tensor]:
+        """``nn.GRU``'s parameter ``name`` ("weight_ih", "bias_ih", "weight_hh", "bias_hh") per direction."""
+        return [getattr(self.gru, name + suffix) for suffix in self._suffixes()]
 
-def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
-    """Reverse each sequence of ``x (B, T, ...)`` within its own length; padding stays where it is."""
-    frames = x.shape[1]
-    time = torch.arange(frames, device=x.device)[None, :]  # (1, T)
-    index = torch.where(time < lengths[:, None], lengths[:, None] - 1 - time, time)  # (B, T)
-    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(1, index)
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        if FAST_PATHS:  # training on the CPU: BPTT by hand; otherwise PyTorch's fused kernel
+            training_on_cpu = x.device.type == "cpu" and torch.is_grad_enabled()
+            return (self._forward_bptt if training_on_cpu else self._forward_kernel)(x, lengths)
+        a = x @ torch.cat(self._weights("weight_ih")).T  # W h^{l-1}: (B, T, D * 3H)
+        if self.norm is not None:
+            a = self.norm(a, lengths)  # B(W h^{l-1}), statistics over the valid frames (section 4)
+        else:
+            a = a + torch.cat(self._weights("bias_ih"))
+        U, b = self._weights("weight_hh"), self._weights("bias_hh")
+
+        def step_in_direction(d: int):
+            return lambda a_t, h_prev: gru_step(a_t, h_prev, U[d], b[d])
+
+        return both_directions(step_in_direction, a, lengths, self.directions, self.hidden_size)
+
+    def _forward_bptt(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``fast_paths.GRURecurrence``, fed ``B(W h^{l-1})`` from one matmul with BatchNorm folded into ``W``."""
+        mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
+        weight, bias = torch.cat(self._weights("weight_ih")), torch.cat(self._weights("bias_ih"))
+        gx, back = fast_paths.inputs_in_step_order(x, lengths, mask, weight, bias, self.norm, self.directions)
+        U, b = (
+            torch.stack(self._weights("weight_hh")),
+            torch.stack(self._weights("bias_hh")),
+        )  # (D, 3H, H), (D, 3H)
+        h = GRURecurrence.apply(gx, U, b)  # (D, T, B, H), a view of a time-major (T, D, B, H) buffer
+        return fast_paths.sum_directions_in_frame_order(h, back) * mask[..., None]  # (B, T, H)
+
+    def _forward_kernel(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Each direction with ``torch.gru``, BatchNorm folded into ``W``: ``(B, T, I) -> (B, T, H)``."""
+        mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
+        w_ih, b_ih = self._weights("weight_ih"), self._weights("bias_ih")  # (3H, I), (3H,) per direction
+        if self.norm is not None:
+            projected = x @ torch.cat(w_ih).T  # W h^{l-1}: (B, T, D * 3H), for the statistics
+            scale, shift = self.norm.scale_and_shift(projected, mask)  # (D * 3H,) each
+            scale, shift = scale.view(self.directions, -1), shift.view(self.directions, -1)  # (D, 3H)
+            w_ih = [w * scale[d, :, None] for d, w in enumerate(w_ih)]  # diag(gamma / sigma) W
+            b_ih = list(shift)  # BN's own shift replaces the input bias
+        output = self._run(x, 0, w_ih[0], b_ih[0])  # (B, T, H)
+        if self.directions == 2:
+            backward = self._run(reverse_padded(x, lengths), 1, w_ih[1], b_ih[1])  # (B, T, H), reversed
+            output = output + reverse_padded(backward, lengths)  # (B, T, H)
+        return output * mask[..., None]
+
+    def _run(self, x: Tensor, direction: int, w_ih: Tensor, b_ih: Tensor) -> Tensor:
+        """One direction over the padded batch with the fused kernel: ``(B, T, I) -> (B, T, H)``."""
+        suffix = self._suffixes()[direction]
+        params = [w_ih, getattr(self.gru, "weight_hh" + suffix), b_ih, getattr(self.gru, "bias_hh" + suffix)]
+        h0 = x.new_zeros(1, x.shape[0], self.hidden_size)  # (1, B, H)
+        # torch.gru is the op behind nn.GRU.forward: (input, hx, params, has_biases, num_layers, dropout,
+        # train, bidirectional, batch_first).
+        output, _ = torch.gru(x, h0, params, True, 1, 0.0, self.training, False, True)
+        return output
 
 
 class LookaheadConvolution(nn.Module):
@@ -1235,8 +1036,8 @@ def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_l
 NEG_INF = -1e30  # a finite "minus infinity": log-space sums of impossible paths stay finite, so no NaN grads
 
 
-def _ctc_alpha(log_probs_ext: Tensor, can_skip: Tensor) -> Tensor:
-    """The CTC forward (alpha) recursion in log space.
+def ctc_alpha(log_probs_ext: Tensor, can_skip: Tensor) -> Tensor:
+    """The CTC forward (alpha) recursion in log space (paper_notes.md derives it).
 
     ``alpha_t(s) = log_probs_ext[t, s] + logsumexp(alpha_{t-1}(s), alpha_{t-1}(s-1), alpha_{t-1}(s-2))``
     where the ``s-2`` term is allowed only when ``l'_s`` is a label different from ``l'_{s-2}``
@@ -1257,14 +1058,42 @@ def _ctc_alpha(log_probs_ext: Tensor, can_skip: Tensor) -> Tensor:
     return alphas[:, :, 2:].transpose(0, 1)  # (B, T, L)
 
 
+def ctc_beta(log_probs_ext: Tensor, can_skip: Tensor, input_lengths: Tensor, ext_lengths: Tensor) -> Tensor:
+    """The CTC backward (beta) recursion in log space: the alpha recursion's mirror image.
+
+    ``beta_t(s) = log_probs_ext[t, s] + logsumexp(beta_{t+1}(s), beta_{t+1}(s+1), beta_{t+1}(s+2))``
+    where the ``s+2`` term is allowed only when ``can_skip[s+2]``, starting at each utterance's last frame
+    ``T_b - 1`` in its last two states (the final blank and the final label). Args as ``ctc_alpha``, plus
+    ``input_lengths (B,)`` and ``ext_lengths (B,) = 2 S + 1``. Returns all betas ``(B, T, L)``; frames and
+    states past an utterance's end hold nothing meaningful.
+    """
+    batch, frames, length = log_probs_ext.shape
+    impossible = log_probs_ext.new_full((batch, 2), NEG_INF)
+    skip_penalty = torch.where(can_skip, 0.0, NEG_INF).to(log_probs_ext.dtype)  # (B, L): into state s
+    skip_to = torch.cat([skip_penalty[:, 2:], impossible], dim=1)  # (B, L): from s into s + 2
+    # A path leaving the last frame is done if it is in a final state: log 1 there, log 0 elsewhere. The
+    # final label first, then the final blank, so an empty transcript (L = 1) keeps its one final state.
+    rows = torch.arange(batch, device=log_probs_ext.device)
+    done = log_probs_ext.new_full((batch, length), NEG_INF)
+    done[rows, (ext_lengths - 2).clamp(min=0)] = torch.where(ext_lengths > 1, 0.0, NEG_INF).to(done.dtype)
+    done[rows, ext_lengths - 1] = 0.0
+    # Time-major storage; two always-impossible positions on the right, so s + 1 and s + 2 are slices.
+    emissions = log_probs_ext.transpose(0, 1).contiguous()  # (T, B, L)
+    betas = log_probs_ext.new_full((frames + 1, batch, length + 2), NEG_INF)  # row T: after the end
+    for t in reversed(range(frames)):
+        following = betas[t + 1]  # (B, L + 2)
+        paths_out = torch.stack([following[:, :-2], following[:, 1:-1], following[:, 2:] + skip_to])
+        rest = torch.where((input_lengths == t + 1)[:, None], done, torch.logsumexp(paths_out, dim=0))
+        betas[t, :, :-2] = rest + emissions[t]  # (B, L)
+    return betas[:frames, :, :-2].transpose(0, 1)  # (B, T, L)
+
+
 class _CTCFromScratch(torch.autograd.Function):
     """CTC negative log-likelihood per utterance with the alpha-beta gradient (Graves et al. 2006, §4).
 
-    The beta (backward) recursion is the alpha recursion run on each utterance reversed in time, with its
-    extended label reversed. Both run in one loop, stacked along the batch (the loop's cost is per step,
-    not per row). With both, the occupancy of class k at frame t is
-    ``gamma_t(k) = sum_{s: l'_s = k} exp(alpha_t(s) + beta_t(s) - log y_t(l'_s) + nll)`` and
-    ``d nll / d log y_t(k) = -gamma_t(k)``.
+    ``nll = -log(alpha_T(L) + alpha_T(L - 1))`` from the alphas; with the betas as well, the occupancy of
+    class k at frame t is ``gamma_t(k) = sum_{s: l'_s = k} exp(alpha_t(s) + beta_t(s) - log y_t(l'_s) + nll)``
+    and ``d nll / d log y_t(k) = -gamma_t(k)``.
     """
 
     @staticmethod
@@ -1272,26 +1101,16 @@ class _CTCFromScratch(torch.autograd.Function):
         batch, frames, _ = log_probs.shape
         length = extended.shape[1]
         lp_ext = log_probs.gather(2, extended[:, None, :].expand(batch, frames, length))  # (B, T, L)
-        # Reverse time within each utterance and positions within each extended label.
-        time = torch.arange(frames, device=log_probs.device)[None, :]
-        t_rev = (input_lengths[:, None] - 1 - time).clamp(min=0)  # (B, T)
-        pos = torch.arange(length, device=log_probs.device)[None, :]
-        s_rev = (ext_lengths[:, None] - 1 - pos).clamp(min=0)  # (B, L)
-        valid_pos = pos < ext_lengths[:, None]  # (B, L)
-        lp_rev = lp_ext.gather(1, t_rev[..., None].expand(-1, -1, length))
-        lp_rev = lp_rev.gather(2, s_rev[:, None, :].expand(-1, frames, -1))
-        lp_rev = lp_rev.masked_fill(~valid_pos[:, None, :], NEG_INF)  # (B, T, L)
-        skip_rev = can_skip.gather(1, (s_rev + 2).clamp(max=length - 1)) & (s_rev + 2 < ext_lengths[:, None])
-        both = _ctc_alpha(torch.cat([lp_ext, lp_rev]), torch.cat([can_skip, skip_rev]))  # (2B, T, L)
-        alphas, betas_rev = both[:batch], both[batch:]
-        betas = betas_rev.gather(1, t_rev[..., None].expand(-1, -1, length))
-        betas = betas.gather(2, s_rev[:, None, :].expand(-1, frames, -1))  # (B, T, L), un-reversed
+        alphas = ctc_alpha(lp_ext, can_skip)  # (B, T, L)
+        betas = ctc_beta(lp_ext, can_skip, input_lengths, ext_lengths)  # (B, T, L)
         rows = torch.arange(batch, device=log_probs.device)
         last = alphas[rows, input_lengths - 1]  # (B, L) at each utterance's final frame
         end_blank = last[rows, ext_lengths - 1]
         end_label = torch.where(ext_lengths > 1, last[rows, (ext_lengths - 2).clamp(min=0)], NEG_INF)
         nll = -torch.logaddexp(end_blank, end_label)  # (B,)
-        valid = (time < input_lengths[:, None])[..., None] & valid_pos[:, None, :]  # (B, T, L)
+        time = torch.arange(frames, device=log_probs.device)[None, :]  # (1, T)
+        position = torch.arange(length, device=log_probs.device)[None, :]  # (1, L)
+        valid = (time < input_lengths[:, None])[..., None] & (position < ext_lengths[:, None])[:, None, :]
         ctx.save_for_backward(lp_ext, alphas, betas, valid, extended, nll)
         ctx.num_classes = log_probs.shape[2]
         return nll
@@ -1338,6 +1157,9 @@ def ctc_loss_from_scratch(
 # ----------------------------------------------------------------------------------------------------------
 
 
+# --- 8.1 Greedy decoding: the best path ---
+
+
 def greedy_decode(log_probs: Tensor, lengths: Tensor | None = None) -> list[str]:
     """Best-path decoding: argmax per frame, collapse repeats, drop blanks.
 
@@ -1357,6 +1179,9 @@ def greedy_decode(log_probs: Tensor, lengths: Tensor | None = None) -> list[str]
         keep[1:] = path[1:] != path[:-1]  # collapse repeats ...
         texts.append(decode_labels(path[keep & (path != BLANK)]))  # ... then drop blanks
     return texts
+
+
+# --- 8.2 CTC prefix beam search with the language model (§3.8) ---
 
 
 class BeamHypothesis(NamedTuple):
@@ -1514,188 +1339,12 @@ def prefix_beam_search(
     )[0].text
 
 
-# --- 8.2 The production decoder: flashlight-text's beam search with a KenLM word LM (via torchaudio) ---
-# ``prefix_beam_search`` above is the lesson's reference: every line of it can be read and stepped through.
-# It scores the LM in Python, which is fine for our 200-word grammar and far too slow for a LibriSpeech-
-# sized LM (hundreds of thousands of words, millions of n-grams). torchaudio's ``ctc_decoder`` wraps the
-# C++ beam search of flashlight-text (wav2letter's decoder) and KenLM, which reads ARPA and binary LMs.
-# How we drive it, and why:
-# * Lexicon decoding. flashlight's lexicon-free decoder asks its LM about every *token*, so it wants a
-#   character LM. A word LM (the paper's, §3.8) needs the lexicon decoder: it walks a trie of spellings
-#   and scores the LM when a word's spelling completes. It can only output words of its lexicon, so we
-#   build the lexicon from the LM's own vocabulary (the unigrams of an ARPA file), plus any words passed in
-#   (e.g. the training transcripts'; needed for a binary LM, whose vocabulary we cannot read). Our own
-#   beam search can spell any word (an unseen one scores as ``<unk>``): a trade-off to know about.
-# * Every word ends in a space. Our space (label 1) is flashlight's "silence" token, renamed "|" because
-#   lexicon files separate tokens by spaces, and each word is spelt with a trailing "|" ("cat c a t |"),
-#   as in torchaudio's tutorial. Measured why: spelt without it, a word is complete on its last letter
-#   and the decoder is back at the trie's root, where a repeat of that letter cannot continue (at the
-#   root only a silence repeats), so a trained model's held "sssss" before a space was read as "sing sky"
-#   (dev-clean WER 15%, against greedy's 1%). Our model emits no space after the last word, so we append
-#   one frame in which the space is certain (log-probability 0): the last word completes on it for free.
-# * The same score. KenLM scores in log10 and we in nats, so ``lm_weight = alpha ln 10`` and ``word_score =
-#   beta``; with ``log_add=True`` alignments of the same text are summed, as ours are. Where the two find
-#   the same text their scores agree: within 0.01 nats on most utterances of the trained default model,
-#   within 0.1 on flat synthetic posteriors, where flashlight's is the higher (it merges hypotheses by LM
-#   state and trie position, which may sum in a little of another text); tests/test_devices_decoders.py.
-# * Without an LM it decodes lexicon-free: a plain CTC beam search over characters.
-
-FLASHLIGHT_REQUIREMENT = "flashlight-text==0.0.7"
-FLASHLIGHT_TOKENS = tuple("|" if symbol == " " else symbol for symbol in ALPHABET)  # index = our label id
-_KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"  # the first bytes of a KenLM binary file
-
-
-def language_model_format(path: str | os.PathLike) -> str:
-    """``"arpa"`` or ``"binary"`` (KenLM's ``build_binary``) from the file's first bytes; else ValueError."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no language model at {path!r}: give a KenLM ARPA or binary file")
-    with open(path, "rb") as handle:
-        head = handle.read(4096)
-    if head.startswith(_KENLM_BINARY_MAGIC):
-        return "binary"
-    if head.lstrip().startswith(b"\\data\\"):
-        return "arpa"
-    hint = " (gzip: unpack it first)" if head.startswith(b"\x1f\x8b") else ""
-    raise ValueError(
-        f"{path!r} is neither an ARPA language model (its first line is \\data\\) nor a KenLM binary file{hint}"
-    )
-
-
-def arpa_vocabulary(path: str | os.PathLike) -> list[str]:
-    """The words of an ARPA file's unigram section, in file order, without ``<s>``, ``</s>``, ``<unk>``.
-
-    Reads only the unigrams (a LibriSpeech 4-gram's 200,000 words take a second), not the n-grams.
-    """
-    words, in_unigrams = [], False
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            line = line.strip()
-            if line == "\\1-grams:":
-                in_unigrams = True
-            elif in_unigrams and line.startswith("\\"):
-                break
-            elif in_unigrams and line:
-                fields = line.split()
-                if len(fields) >= 2 and fields[1] not in (BOS, EOS, UNK):
-                    words.append(fields[1])
-    if not words:
-        raise ValueError(f"{os.fspath(path)!r} has no \\1-grams: section with words; is it an ARPA file?")
-    return words
-
-
-def _spellable(word: str) -> bool:
-    """A single word made of the alphabet's letters and apostrophes only."""
-    return bool(word) and " " not in word and not outside_alphabet(word)
-
-
-def _import_ctc_decoder():
-    """torchaudio's ``ctc_decoder``, or one clear ImportError naming the package to install."""
-    try:
-        import flashlight.lib.text.decoder  # noqa: F401  (the C++ decoder torchaudio wraps)
-        from torchaudio.models.decoder import ctc_decoder
-    except (ImportError, RuntimeError) as error:
-        raise ImportError(
-            f"--decoder flashlight needs flashlight-text: pip install {FLASHLIGHT_REQUIREMENT} ({error})"
-        ) from None
-    return ctc_decoder
-
-
-def flashlight_decoder(
-    lm_path: str | os.PathLike | None = None,
-    words: Iterable[str] = (),
-    beam_width: int = 32,
-    alpha: float = 0.0,
-    beta: float = 0.0,
-    beam_threshold: float = 50.0,
-) -> FlashlightDecoder:
-    """A CTC beam-search decoder from flashlight-text (torchaudio's ``ctc_decoder``), with a KenLM word LM.
-
-    The score is §3.8's ``Q(y) = log p_ctc(y|x) + alpha log p_lm(y) + beta word_count(y)``, as in
-    ``prefix_beam_search``. See the comment above for the lexicon and the scales.
-
-    Args:
-        lm_path: a KenLM ARPA or binary file (``NGramLM.to_arpa`` writes one), or None for no LM.
-        words: more words for the lexicon, beside an ARPA LM's own (needed with a binary LM). Words with
-            characters outside the alphabet (after lower-casing) cannot be spelt and are left out.
-        beam_width: hypotheses kept per frame.
-        alpha: LM weight (on the natural-log LM score); beta: word insertion bonus.
-        beam_threshold: drop hypotheses this far (nats) below the best one (speed).
-
-    Returns:
-        ``decode``: ``decode(log_probs) -> str`` for the ``(T, C)`` log-probabilities of one utterance;
-        ``decode.best(log_probs) -> (text, score)``.
-
-    Raises:
-        ImportError: flashlight-text is not installed. FileNotFoundError / ValueError: a missing or
-        unreadable LM, or no word to build a lexicon from.
-    """
-    if beam_width < 1:
-        raise ValueError(f"beam_width must be >= 1, got {beam_width}")
-    ctc_decoder = _import_ctc_decoder()
-    vocabulary = list(words)
-    if lm_path is not None:
-        lm_path = os.fspath(lm_path)
-        if language_model_format(lm_path) == "arpa":
-            vocabulary = arpa_vocabulary(lm_path) + vocabulary
-        elif not vocabulary:
-            raise ValueError(
-                f"{lm_path!r} is a KenLM binary file, whose words cannot be read here: pass the words to "
-                "decode (words=...), or give the ARPA file"
-            )
-    # word as the LM spells it -> our letters (a LibriSpeech LM is upper case)
-    lexicon = {word: normalize_text(word) for word in dict.fromkeys(vocabulary)}
-    lexicon = {word: text for word, text in lexicon.items() if _spellable(text)}
-    if lm_path is not None and not lexicon:
-        raise ValueError("none of the language model's words can be spelt in the alphabet (a-z and ')")
-    options = dict(tokens=list(FLASHLIGHT_TOKENS), beam_size=beam_width, beam_threshold=beam_threshold)
-    options |= dict(blank_token=FLASHLIGHT_TOKENS[BLANK], sil_token="|", log_add=True)
-    with tempfile.TemporaryDirectory() as folder:
-        lexicon_path = None
-        if lexicon:
-            lexicon_path = os.path.join(folder, "lexicon.txt")  # one line per word: "word w o r d |"
-            with open(lexicon_path, "w", encoding="utf-8") as handle:
-                handle.writelines(f"{word} {' '.join(text)} |\n" for word, text in lexicon.items())
-        try:
-            decoder = ctc_decoder(
-                lexicon_path, lm=lm_path, lm_weight=alpha * math.log(10.0), word_score=beta, **options
-            )
-        except RuntimeError as error:  # KenLM's parse errors: the last line says what was wrong
-            lines = [line for line in str(error).splitlines() if line.strip()]
-            reason = lines[-1] if lines else error
-            raise ValueError(f"{lm_path!r}: KenLM could not read it: {reason}") from None
-
-    return FlashlightDecoder(decoder, lexicon)
-
-
-class FlashlightDecoder:
-    """``decode(log_probs (T, C)) -> str`` with flashlight-text's beam search; made by ``flashlight_decoder``."""
-
-    def __init__(self, decoder, lexicon: dict[str, str]):
-        self.decoder = decoder  # torchaudio's CTCDecoder
-        self.lexicon = lexicon  # word as the LM spells it -> our letters; empty when lexicon-free
-
-    def best(self, log_probs: Tensor) -> tuple[str, float]:
-        """``(text, score)`` of the best hypothesis; the score is §3.8's Q(y) in nats."""
-        if log_probs.dim() != 2 or log_probs.shape[1] != NUM_CLASSES:
-            raise ValueError(f"expected (T, {NUM_CLASSES}) log-probabilities, got {tuple(log_probs.shape)}")
-        emissions = log_probs.detach().float().cpu()  # (T, C)
-        if self.lexicon:  # one more frame, a certain space, on which the last word completes (see above)
-            space = torch.full((1, NUM_CLASSES), -1e30)  # (1, C): log-probability "never" ...
-            space[0, _CHAR_TO_ID[" "]] = 0.0  # ... but for the space: certain
-            emissions = torch.cat([emissions, space])  # (T + 1, C)
-        hypotheses = self.decoder(emissions.contiguous()[None])[0]  # emissions (1, T, C)
-        if not hypotheses:  # every hypothesis was pruned, e.g. no lexicon word fits: nothing to say
-            return "", -math.inf
-        best = hypotheses[0]
-        if self.lexicon:  # the words (adjacent words need not be separated by a space label)
-            text = " ".join(self.lexicon.get(word, normalize_text(word)) for word in best.words)
-        else:  # lexicon-free: the letters, runs of spaces folded
-            text = " ".join(decode_labels(best.tokens).split())
-        return text, float(best.score)
-
-    def __call__(self, log_probs: Tensor) -> str:
-        return self.best(log_probs)[0]
+# --- 8.3 The production decoder ---
+# ``prefix_beam_search`` is the lesson's reference: every line of it can be read and stepped through. It
+# scores the LM in Python, fine for our grammar's few hundred words and far too slow for a LibriSpeech-
+# sized LM. ``production_decoder.flashlight_decoder`` wraps torchaudio's C++ beam search (flashlight-text
+# and KenLM) behind the same interface, ``decoder(log_probs (T, C)) -> str``, which ``evaluate`` and
+# ``transcribe`` accept (``train_minimal.py --decoder flashlight``).
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1707,8 +1356,8 @@ class FlashlightDecoder:
 # back-off weight; an unseen n-gram falls back to the shorter context times that weight. So the same
 # object reads and writes ARPA files, and a KenLM model drops in.
 
-BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 _LOG10 = math.log(10.0)
+_KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"  # the first bytes of a KenLM binary file
 
 
 class NGramLM:
@@ -1976,10 +1625,10 @@ def character_error_rate(refs: str | Sequence[str], hyps: str | Sequence[str]) -
 # * **Speakers.** Pitch (with declination and a slow contour), vocal tract length (scales every formant),
 #   speaking rate (with per-letter jitter) and loudness differ between speakers.
 # * **Sentences.** Words come from a fixed vocabulary and a small grammar, so a word n-gram language model
-#   genuinely helps the decoder (paper section 3.8).
+#   genuinely helps the decoder (§3.8).
 #
 # Everything draws from a ``numpy.random.Generator`` and uses numpy's FFT, so a seed gives bit-identical audio
-# on every run. Generation runs about 200-300 times faster than real time on one CPU core.
+# on every run. Generation runs far faster than real time (benchmarks/bench_training.py prints the rate).
 
 # --- 11.1 Text: vocabulary and grammar (a language model can only help if word order is predictable) ---
 
@@ -2674,7 +2323,7 @@ def synthesize_speech(
     return synthesize_speech_with_alignment(text, speaker, rng, sample_rate)[0]
 
 
-# --- 11.5 Noise (the paper's noisy dev set, Table 4 topic; training with added noise, section 5) ---
+# --- 11.5 Noise (the paper's noisy dev set, Table 4 topic; training with added noise, §5.2) ---
 
 NOISE_KINDS = ("white", "pink", "babble")
 
@@ -2727,6 +2376,32 @@ def babble_bank_size(babble_utterances: float) -> int:
     return int(min(BABBLE_TALKERS, max(6, round(babble_utterances / 5))))
 
 
+def map_in_processes(function: Callable, recipe, num_items: int, workers: int) -> list:
+    """``function(recipe, range(num_items))`` split over `workers` forked processes, items in order.
+
+    Item i must depend only on (recipe, i); then the result is the same for any number of workers.
+    `function` must not call torch kernels (torch's OpenMP pool does not survive a fork). The splits,
+    the babble banks, corpora.py's espeak-ng splits and ``evaluate``'s beam search all fan out this way.
+    """
+    if workers <= 1 or num_items < 2 * workers:
+        return function(recipe, range(num_items))
+    import concurrent.futures
+    import multiprocessing
+
+    chunks = [range(start, num_items, workers) for start in range(workers)]
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    )
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        parts = list(pool.map(function, [recipe] * workers, chunks))
+    by_index = {
+        i: item
+        for chunk, part in zip(chunks, parts, strict=True)
+        for i, item in zip(chunk, part, strict=True)
+    }
+    return [by_index[i] for i in range(num_items)]
+
+
 def _babble_talkers(recipe: tuple, indices: Iterable[int]) -> list[np.ndarray]:
     """Talkers ``indices`` of a babble bank, ``recipe = (seed_words, seconds, sample_rate)``: float32."""
     seed_words, seconds, sample_rate = recipe
@@ -2758,7 +2433,7 @@ def make_babble_bank(
     if talkers < 1 or seconds <= 0:
         raise ValueError(f"a babble bank needs talkers >= 1 and seconds > 0, got {talkers} and {seconds}")
     recipe = (_seed_words(seed), float(seconds), sample_rate)
-    return _map_in_processes(_babble_talkers, recipe, talkers, workers)
+    return map_in_processes(_babble_talkers, recipe, talkers, workers)
 
 
 def make_noise(
@@ -2847,7 +2522,7 @@ class SyntheticSplit:
 
     waveforms: list[torch.Tensor]
     texts: list[str]
-    speakers: list[Speaker | EspeakSpeaker]
+    speakers: list  # Speaker here; corpora.py's splits hold their own kinds of speaker
     name: str
     noise: list[str] = field(default_factory=list)
     snr_db: list[float] = field(default_factory=list)
@@ -2890,6 +2565,22 @@ class SplitRecipe:
     babble_bank: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
 
 
+def check_split_arguments(
+    num_utterances, speakers, noise_kinds, snr_db, noisy_fraction, pool="make_speaker_pool"
+):
+    """A split maker's arguments checked, with a message that says what to pass; returns the SNR range."""
+    if num_utterances < 0:
+        raise ValueError(f"num_utterances must be >= 0, got {num_utterances}")
+    if not speakers:
+        raise ValueError(f"speakers is empty; pass a pool from {pool}")
+    unknown = sorted(set(noise_kinds) - set(NOISE_KINDS))
+    if unknown:
+        raise ValueError(f"unknown noise kinds {unknown}; choose from {NOISE_KINDS}")
+    if not 0.0 <= noisy_fraction <= 1.0:
+        raise ValueError(f"noisy_fraction must be between 0 and 1, got {noisy_fraction}")
+    return (snr_db, snr_db) if isinstance(snr_db, (int, float)) else tuple(snr_db)
+
+
 def make_split(
     name: str,
     num_utterances: int,
@@ -2923,42 +2614,14 @@ def make_split(
     Returns:
         The split; ``split.noise`` and ``split.snr_db`` record what was added to each utterance.
     """
-    if num_utterances < 0:
-        raise ValueError(f"num_utterances must be >= 0, got {num_utterances}")
-    if not speakers:
-        raise ValueError("speakers is empty; pass a pool from make_speaker_pool")
-    unknown = sorted(set(noise_kinds) - set(NOISE_KINDS))
-    if unknown:
-        raise ValueError(f"unknown noise kinds {unknown}; choose from {NOISE_KINDS}")
-    if not 0.0 <= noisy_fraction <= 1.0:
-        raise ValueError(f"noisy_fraction must be between 0 and 1, got {noisy_fraction}")
-    low, high = (snr_db, snr_db) if isinstance(snr_db, (int, float)) else snr_db
+    low, high = check_split_arguments(num_utterances, speakers, noise_kinds, snr_db, noisy_fraction)
     bank = ()
     if babble_talkers > 0 and "babble" in noise_kinds and noisy_fraction > 0 and num_utterances > 0:
         bank = tuple(make_babble_bank(seed, babble_talkers, BABBLE_SECONDS, sample_rate, workers))
     recipe = SplitRecipe(
         _seed_words(seed), tuple(speakers), tuple(noise_kinds), (low, high), noisy_fraction, sample_rate, bank
     )
-    indices = range(num_utterances)
-    if workers > 1 and num_utterances >= 2 * workers:
-        # Utterance i depends only on (seed, i), so splitting the work between processes changes nothing.
-        import concurrent.futures
-        import multiprocessing
-
-        chunks = [range(start, num_utterances, workers) for start in range(workers)]
-        context = multiprocessing.get_context(
-            "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-        )
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            parts = list(pool.map(_synthesize_utterances, [recipe] * workers, chunks))
-        by_index = {
-            i: item
-            for chunk, part in zip(chunks, parts, strict=True)
-            for i, item in zip(chunk, part, strict=True)
-        }
-        utterances = [by_index[i] for i in indices]
-    else:
-        utterances = _synthesize_utterances(recipe, indices)
+    utterances = map_in_processes(_synthesize_utterances, recipe, num_utterances, workers)
     split = SyntheticSplit([], [], [], name, sample_rate=sample_rate)
     for samples, text, speaker, kind, snr in utterances:
         split.waveforms.append(torch.from_numpy(samples))
@@ -3010,7 +2673,7 @@ def make_splits(
     gets white, pink or babble noise at an SNR drawn from ``train_snr_db``; its babble talkers come from
     one bank of voices for the split, ``babble_bank_size``). "dev-clean" is clean;
     "dev-noisy" has noise of a kind drawn per utterance at 10 dB SNR, like the paper's regular and
-    noisy development sets (Table 4 topic, section 3.5). No speaker appears in two splits, so the dev
+    noisy development sets (Table 4 topic, §3.5). No speaker appears in two splits, so the dev
     sets measure how well the model handles voices it has never heard.
 
     Returns:
@@ -3026,32 +2689,65 @@ def make_splits(
         for other in names[position + 1 :]:
             if set(pools[name]) & set(pools[other]):
                 raise RuntimeError(f"speaker pools of {name} and {other} overlap; choose another seed")
-    train = make_split(
-        "train",
+    bank = babble_bank_size(train_size * train_noise_fraction / len(NOISE_KINDS))
+    return three_splits(
+        make_split,
+        pools,
         train_size,
-        pools["train"],
-        seed=(seed, 10),
-        noise_kinds=NOISE_KINDS if train_noise_fraction > 0 else (),
-        snr_db=train_snr_db,
-        noisy_fraction=train_noise_fraction,
-        sample_rate=sample_rate,
-        workers=workers,
-        babble_talkers=babble_bank_size(train_size * train_noise_fraction / len(NOISE_KINDS)),
-    )
-    dev_clean = make_split(
-        "dev-clean", dev_size, pools["dev-clean"], seed=(seed, 11), sample_rate=sample_rate, workers=workers
-    )
-    dev_noisy = make_split(
-        "dev-noisy",
         dev_size,
-        pools["dev-noisy"],
-        seed=(seed, 12),
-        noise_kinds=NOISE_KINDS,
-        snr_db=10.0,
-        sample_rate=sample_rate,
-        workers=workers,
+        seed,
+        train_noise_fraction,
+        train_snr_db,
+        sample_rate,
+        workers,
+        babble_talkers=bank,
     )
-    return {"train": train, "dev-clean": dev_clean, "dev-noisy": dev_noisy}
+
+
+def three_splits(
+    make: Callable[..., SyntheticSplit],
+    pools: dict[str, Sequence],
+    train_size: int,
+    dev_size: int,
+    seed: int,
+    train_noise_fraction: float,
+    train_snr_db: tuple[float, float],
+    sample_rate: int,
+    workers: int,
+    **train_options,
+) -> dict[str, SyntheticSplit]:
+    """The recipe of the three splits, for any split maker (``make_split``, corpora's espeak-ng one).
+
+    Each split has its own seed and speaker pool (``pools``). "train" gets noise of every kind on
+    ``train_noise_fraction`` of its utterances at an SNR drawn from ``train_snr_db`` (``train_options``
+    go to its maker alone); "dev-clean" none; "dev-noisy" a kind drawn per utterance at 10 dB SNR.
+    """
+    common = dict(sample_rate=sample_rate, workers=workers)
+    noise = NOISE_KINDS if train_noise_fraction > 0 else ()
+    return {
+        "train": make(
+            "train",
+            train_size,
+            pools["train"],
+            (seed, 10),
+            noise,
+            train_snr_db,
+            train_noise_fraction,
+            **common,
+            **train_options,
+        ),
+        "dev-clean": make("dev-clean", dev_size, pools["dev-clean"], (seed, 11), **common),
+        "dev-noisy": make("dev-noisy", dev_size, pools["dev-noisy"], (seed, 12), NOISE_KINDS, 10.0, **common),
+    }
+
+
+def grammar_lm(seed: int, sentences: int = 20_000, order: int = 3) -> NGramLM:
+    """The word LM of the letter-phone corpus (section 9): ``sentences`` of the grammar, drawn with ``seed``.
+
+    The text is drawn from its own stream (``[seed, 99]``), not from the splits' utterances.
+    """
+    rng = np.random.default_rng([seed, 99])
+    return NGramLM.train([random_sentence(rng) for _ in range(sentences)], order=order)
 
 
 def shared_sentences(train_split: SyntheticSplit, dev_split: SyntheticSplit) -> set[str]:
@@ -3059,1175 +2755,12 @@ def shared_sentences(train_split: SyntheticSplit, dev_split: SyntheticSplit) -> 
     return set(train_split.texts) & set(dev_split.texts)
 
 
-# --- 11.7 Cache of synthesised splits ---
-# Every training run, figure and ablation sweep asks for the same few splits, and synthesis is not free
-# (about half a minute for the CLI's default 2,000 + 2 x 200 utterances on one core; babble noise costs
-# the most). So each split is kept on disk, one file per split, named by a hash of its *recipe* (the
-# arguments of make_splits that determine it: a dev split does not depend on the training set's size) and
-# checked against a hash of the *synthesis code* (sections 11.1-11.6 of this file, and numpy's version):
-# edit the synthesiser and every entry is stale. The waveforms are stored as float32 exactly as they were
-# synthesised, so a run from the cache is bit-identical to one without it. Files are written atomically;
-# a truncated, corrupt or stale entry is reported with one warning and synthesised again.
-
-SPLIT_CACHE_FORMAT = "deep-speech-2-lesson/split-cache/1"
-SPLIT_CACHE_ENV = "DS2_CACHE_DIR"  # moves the cache folder (so does cached_splits(cache_dir=...))
-
-
-def split_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder: ``cache_dir``, else ``$DS2_CACHE_DIR``, else ``~/.cache/deep-speech-2-lesson``."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(SPLIT_CACHE_ENV):
-        return Path(os.environ[SPLIT_CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "deep-speech-2-lesson"
-
-
-@functools.cache
-def synthesis_code_hash() -> str:
-    """sha256 of the synthesis code: this file's section 11 up to this subsection, and numpy's version."""
-    import hashlib
-
-    source = Path(__file__).read_text(encoding="utf-8")
-    start, end = source.find("# 11. Synthetic speech"), source.find("# --- 11.7 Cache of synthesised")
-    code = source[start:end] if 0 <= start < end else source  # markers moved: hash everything (safe)
-    return hashlib.sha256(f"{code}\nnumpy {np.__version__}".encode()).hexdigest()
-
-
-@functools.cache
-def espeak_code_hash() -> str:
-    """sha256 of the code behind an espeak corpus: section 11 up to 11.7 (grammar, noise, levels) and
-    11.8, with numpy's, torch's and torchaudio's versions (torchaudio resamples). The espeak-ng library's
-    version is part of the recipe instead (see ``cached_splits``)."""
-    import hashlib
-    from importlib.metadata import version
-
-    source = Path(__file__).read_text(encoding="utf-8")
-    start, end = source.find("# 11. Synthetic speech"), source.find("# --- 11.7 Cache of synthesised")
-    # "\n" + heading: the headings themselves, not these strings (11.7 comes before them)
-    start_8 = source.find("\n# --- 11.8 English from espeak-ng")
-    end_8 = source.find("\n# --- 11.9 Real corpora")
-    if end_8 < start_8:
-        end_8 = source.find("\n# 12. Training")
-    if 0 <= start < end <= start_8 < end_8:
-        code = source[start:end] + source[start_8:end_8]
-    else:  # markers moved: hash everything (safe)
-        code = source
-    versions = f"numpy {np.__version__} torch {torch.__version__} torchaudio {version('torchaudio')}"
-    return hashlib.sha256(f"{code}\n{versions}".encode()).hexdigest()
-
-
-def _split_recipes(
-    train_size, dev_size, seed, train_noise_fraction, train_snr_db, num_train_speakers, num_dev_speakers, rate
-) -> dict[str, dict]:
-    """Each split's recipe: exactly the make_splits arguments its audio depends on (not ``workers``)."""
-    train = {
-        "num_utterances": train_size,
-        "noise_fraction": float(train_noise_fraction),
-        "snr_db": [float(x) for x in train_snr_db],
-        "num_speakers": num_train_speakers,
-    }
-    dev = {"num_utterances": dev_size, "num_speakers": num_dev_speakers}
-    recipes = {"train": train, "dev-clean": dict(dev), "dev-noisy": dict(dev)}
-    return {
-        name: {"split": name, "seed": seed, "sample_rate": rate, **recipe} for name, recipe in recipes.items()
-    }
-
-
-def _split_checksum(samples: Tensor, offsets: Tensor, metadata: list) -> str:
-    import hashlib
-    import json
-
-    digest = hashlib.sha256(samples.numpy().tobytes())
-    digest.update(offsets.numpy().tobytes())
-    digest.update(json.dumps(metadata).encode())
-    return digest.hexdigest()
-
-
-def _speaker_values(speaker: Speaker | EspeakSpeaker) -> list:
-    """A speaker as plain data (str, int, float) for the cache; ``type(speaker)(*values)`` rebuilds it."""
-    if isinstance(speaker, Speaker):
-        return [float(getattr(speaker, f.name)) for f in dataclasses.fields(Speaker)]
-    values = dataclasses.astuple(speaker)
-    return [
-        v if isinstance(v, str) else int(v) if isinstance(v, (int, np.integer)) else float(v) for v in values
-    ]
-
-
-def _save_split(path: Path, split: SyntheticSplit, recipe: str, code: str | None = None) -> None:
-    """One file per split: the waveforms as one float32 tensor plus offsets, and plain-data metadata.
-
-    ``code`` is the hash of the code that made the audio (default: ``synthesis_code_hash()``).
-    """
-    lengths = [len(waveform) for waveform in split.waveforms]
-    offsets = torch.tensor([0, *np.cumsum(lengths, dtype=np.int64)], dtype=torch.int64)  # (N + 1,)
-    samples = torch.cat(split.waveforms) if split.waveforms else torch.zeros(0)  # (total samples,)
-    speakers = [_speaker_values(speaker) for speaker in split.speakers]
-    metadata = [split.name, split.sample_rate, split.texts, split.noise, split.snr_db, speakers]
-    payload = {
-        "format": SPLIT_CACHE_FORMAT,
-        "recipe": recipe,
-        "code": code or synthesis_code_hash(),
-        "samples": samples.float().contiguous(),
-        "offsets": offsets,
-        "metadata": metadata,
-        "checksum": _split_checksum(samples.float().contiguous(), offsets, metadata),
-    }
-    atomic_write(path, lambda temporary: torch.save(payload, temporary))
-
-
-def _load_split(
-    path: Path, recipe: str, code: str | None = None, speaker_type: type = Speaker
-) -> tuple[SyntheticSplit | None, str]:
-    """``(split, "")`` from a valid entry, else ``(None, why it cannot be used)``.
-
-    ``code``: the hash the entry must have been written with (default: ``synthesis_code_hash()``);
-    ``speaker_type``: ``Speaker`` (letter-phones) or ``EspeakSpeaker``.
-    """
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, garbage, a pickled object: all mean "make it again"
-        return None, f"corrupt (unreadable: {type(error).__name__})"
-    if not isinstance(payload, dict) or payload.get("format") != SPLIT_CACHE_FORMAT:
-        return None, "corrupt (not a split-cache entry of this lesson)"
-    if payload.get("recipe") != recipe:
-        return None, "stale (written for another recipe)"
-    if payload.get("code") != (code or synthesis_code_hash()):
-        return None, "stale (written by other synthesis code, or other library versions)"
-    try:
-        samples, offsets, metadata = payload["samples"], payload["offsets"], payload["metadata"]
-        if _split_checksum(samples, offsets, metadata) != payload["checksum"]:
-            return None, "corrupt (checksum mismatch)"
-        name, sample_rate, texts, noise, snr_db, speakers = metadata
-        split = SyntheticSplit(
-            waveforms=[samples[offsets[i] : offsets[i + 1]] for i in range(len(texts))],
-            texts=list(texts),
-            speakers=[speaker_type(*values) for values in speakers],
-            name=name,
-            noise=list(noise),
-            snr_db=[float(x) for x in snr_db],
-            sample_rate=int(sample_rate),
-        )
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
-        return None, f"corrupt ({type(error).__name__}: {error})"
-    return split, ""
-
-
-def cached_splits(
-    train_size: int,
-    dev_size: int,
-    seed: int = 0,
-    train_noise_fraction: float = 0.0,
-    workers: int = 1,
-    cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True,
-    train_snr_db: tuple[float, float] = (5.0, 30.0),
-    num_train_speakers: int = 200,
-    num_dev_speakers: int = 40,
-    sample_rate: int = SAMPLE_RATE,
-    log: Callable[[str], None] | None = None,
-    corpus: str = "letters",
-) -> dict[str, SyntheticSplit]:
-    """``make_splits`` through an on-disk cache: the same three splits, synthesised once per recipe.
-
-    The arguments are ``make_splits``'s (``workers`` only changes the speed), plus: ``cache_dir`` (default
-    ``split_cache_dir()``: ``$DS2_CACHE_DIR`` or ``~/.cache/deep-speech-2-lesson``), ``use_cache=False`` to
-    synthesise without reading or writing the cache, and ``log`` to receive one line per split saying
-    where it came from. Utterance ``i`` of a split depends only on the split's recipe and ``i``, so the
-    training set and the dev sets are cached (and made) separately: a dev split is shared by runs with
-    different training sets. A corrupt or stale entry gives one ``warnings.warn`` line and is remade.
-
-    ``corpus="espeak"`` does the same for ``make_espeak_splits`` (§11.8, its default voices): the key
-    then also holds the voices and the espeak-ng library's version, and the code hash is
-    ``espeak_code_hash()`` (sections 11.1-11.6 and 11.8, numpy's, torch's and torchaudio's versions).
-
-    Returns:
-        {"train": ..., "dev-clean": ..., "dev-noisy": ...}, equal to ``make_splits``'s result (or
-        ``make_espeak_splits``'s).
-    """
-    import hashlib
-    import json
-
-    if corpus not in ("letters", "espeak"):
-        raise ValueError(f"corpus must be 'letters' or 'espeak', got {corpus!r}")
-    make = make_splits if corpus == "letters" else make_espeak_splits
-    arguments = dict(
-        seed=seed,
-        train_noise_fraction=train_noise_fraction,
-        train_snr_db=train_snr_db,
-        num_train_speakers=num_train_speakers,
-        num_dev_speakers=num_dev_speakers,
-        sample_rate=sample_rate,
-        workers=workers,
-    )
-    if not use_cache:
-        return make(train_size, dev_size, **arguments)
-    folder = split_cache_dir(cache_dir)
-    recipes = _split_recipes(
-        train_size,
-        dev_size,
-        seed,
-        train_noise_fraction,
-        train_snr_db,
-        num_train_speakers,
-        num_dev_speakers,
-        sample_rate,
-    )
-    code, speaker_type, prefix = None, Speaker, ""  # None: synthesis_code_hash()
-    if corpus == "espeak":  # the recipe also names the voices and the library that speaks them
-        code, speaker_type, prefix = espeak_code_hash(), EspeakSpeaker, "espeak-"
-        voices = {"train": ESPEAK_TRAIN_VOICES, "dev-clean": ESPEAK_DEV_VOICES}
-        voices["dev-noisy"] = ESPEAK_DEV_VOICES
-        for name, recipe in recipes.items():
-            recipe |= {"corpus": corpus, "voices": list(voices[name]), "espeak": espeak_version()}
-    splits: dict[str, SyntheticSplit] = {}
-    paths, keys = {}, {}
-    for name, recipe in recipes.items():
-        keys[name] = json.dumps(recipe, sort_keys=True)
-        digest = hashlib.sha256(keys[name].encode()).hexdigest()[:16]
-        paths[name] = folder / f"{prefix}{name}-{recipe['num_utterances']}utt-seed{seed}-{digest}.pt"
-        if not paths[name].exists():
-            continue
-        split, problem = _load_split(paths[name], keys[name], code, speaker_type)
-        if split is None:
-            warnings.warn(f"split cache: {paths[name]} is {problem}; synthesising it again", stacklevel=2)
-        else:
-            splits[name] = split
-            if log is not None:
-                log(f"{name}: {len(split)} utterances from the cache ({paths[name]})")
-    missing = [name for name in recipes if name not in splits]
-    groups = [("train",), ("dev-clean", "dev-noisy")]  # make_splits(n, 0) and make_splits(0, n)
-    for group in (group for group in groups if set(group) & set(missing)):
-        began = time.perf_counter()
-        sizes = (train_size, 0) if group == ("train",) else (0, dev_size)
-        made = make(*sizes, **arguments)
-        for name in group:
-            if name in missing:
-                splits[name] = made[name]
-                _save_split(paths[name], made[name], keys[name], code)
-                if log is not None:
-                    log(
-                        f"{name}: {len(made[name])} utterances synthesised in "
-                        f"{time.perf_counter() - began:.1f} s, cached at {paths[name]}"
-                    )
-    return {name: splits[name] for name in recipes}
-
-
-# --- 11.8 English from espeak-ng: a second synthetic corpus (``--data espeak``) ---
-# The letter-phone corpus above spells phonetically: every letter has one sound, so the recogniser's job
-# is phonetics. Real English is not spelt as it sounds ("one", "laugh", "friend"; "by" and "buy", "your"
-# and "you're" sound the same), so a recogniser must learn English orthography from sound, and the word
-# language model (§3.8) earns its keep. espeak-ng, a formant synthesiser, speaks real English in many
-# accents, much faster than real time; the PyPI package ``espeakng-loader`` ships its shared library and
-# data, so no system package is needed. We call the C library through ``ctypes``.
-#
-# The corpus: the lesson's grammar and vocabulary (`random_sentence`), spoken by English accents
-# (espeak-ng "voices") x voice variants (male, female, Klatt-synthesiser voices) with speaking rate,
-# pitch, intonation range and loudness drawn per speaker; resampled from espeak-ng's 22,050 Hz to 16 kHz
-# with torchaudio; the same noise as the letter-phones. The dev splits use *accents that never occur in
-# training* (Scottish and Lancastrian English), so they measure generalisation to new accents.
-#
-# Determinism. espeak-ng keeps state between utterances in C globals (pitch-flutter position, automatic
-# gain, noise generator, ...) that neither espeak_Terminate nor a new espeak_Initialize resets; measured:
-# the same sentence spoken twice in a row differs, even in length. So each utterance is spoken by a
-# freshly loaded copy of the library (dlopen, initialise, speak, terminate, dlclose): about 9 ms of CPU
-# for a 1.3 s sentence here, half of it loading the English dictionary, x140 faster than real time. Then an utterance depends only on its own seed,
-# whatever was spoken before it and in whichever process, so a split is the same for any number of
-# workers. Because the library's state lives in the process, use worker processes, never threads.
-#
-# Licence: espeak-ng is GPL-3.0-or-later. This module does not ship, copy into the repository or link
-# against it: it loads the shared library that the user installed from PyPI, at run time, on request.
-
-ESPEAK_REQUIREMENT = "espeakng-loader==0.2.4"
-ESPEAK_INSTALL_HINT = f"python -m pip install {ESPEAK_REQUIREMENT} (it ships libespeak-ng and its data)"
-ESPEAK_SAMPLE_RATE = 22_050  # espeak-ng's native output rate, in Hz (checked when the library starts)
-
-# Accents, as espeak-ng voice names (the file names under espeak-ng-data/lang/gmw). Train and dev are
-# disjoint: dev-clean and dev-noisy are spoken only in accents the model never hears in training.
-ESPEAK_TRAIN_VOICES: tuple[str, ...] = (
-    "en",  # Great Britain ("en-gb" is not a voice name in espeak-ng 1.52)
-    "en-us",  # America
-    "en-us-nyc",  # New York City
-    "en-gb-x-rp",  # Received Pronunciation
-    "en-gb-x-gbcwmd",  # West Midlands
-    "en-029",  # Caribbean
-)
-ESPEAK_DEV_VOICES: tuple[str, ...] = (
-    "en-gb-scotland",  # Scotland
-    "en-gb-x-gbclan",  # Lancaster
-)
-# Voice variants (espeak-ng-data/voices/!v): "" keeps the accent's own voice; m1-m7 and f1-f5 change
-# pitch range, formant frequencies and voice quality; klatt and klatt2 use espeak-ng's Klatt synthesiser,
-# a different source and filter. The novelty voices (robots, whisper, croak) are left out.
-ESPEAK_VARIANTS: tuple[str, ...] = (
-    "", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
-)  # fmt: skip
-ESPEAK_RATE_WPM = (130, 230)  # speaking rate, words per minute (espeak-ng's default is 175)
-ESPEAK_PITCH = (25, 75)  # espeak-ng's base pitch, 0-100; 50 keeps the voice's own
-ESPEAK_PITCH_RANGE = (25, 85)  # how far the pitch moves in intonation, 0-100 (0 = monotone; default 50)
-
-# The C API (espeak-ng's speak_lib.h): the constants we use.
-_AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth returns when the audio is done, delivered to our callback
-_POS_CHARACTER = 1
-_ESPEAK_CHARS_UTF8 = 1
-_ESPEAK_RATE, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 3, 4  # espeak_PARAMETER
-_EE_OK = 0
-# int callback(short *samples, int num_samples, espeak_EVENT *events): return 0 to continue.
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
-_INT, _UINT, _POINTER = ctypes.c_int, ctypes.c_uint, ctypes.c_void_p
-_SIGNATURES = {  # name: (argument types, result type)
-    "espeak_Initialize": ((_INT, _INT, ctypes.c_char_p, _INT), _INT),  # (output, buffer ms, data, options)
-    "espeak_SetSynthCallback": ((_SYNTH_CALLBACK,), None),
-    "espeak_SetVoiceByName": ((ctypes.c_char_p,), _INT),
-    "espeak_SetParameter": ((_INT, _INT, _INT), _INT),  # (parameter, value, relative)
-    "espeak_ng_SetRandSeed": ((ctypes.c_long,), _INT),
-    # (text, size, position, position type, end position, flags, unique identifier, user data)
-    "espeak_Synth": ((_POINTER, ctypes.c_size_t, _UINT, _INT, _UINT, _UINT, _POINTER, _POINTER), _INT),
-    "espeak_Synchronize": ((), _INT),
-    "espeak_Terminate": ((), _INT),
-    "espeak_Info": ((_POINTER,), ctypes.c_char_p),
-}
-
-
-@dataclass(frozen=True)
-class EspeakSpeaker:
-    """One espeak-ng speaker: an accent, a voice variant, and how they speak.
-
-    Attributes:
-        voice: the accent, an espeak-ng voice name such as "en-us" or "en-gb-scotland".
-        variant: a voice variant such as "f3" or "klatt" (see `ESPEAK_VARIANTS`), "" for none.
-        rate_wpm: speaking rate in words per minute (130-230; espeak-ng's default is 175).
-        pitch: base pitch on espeak-ng's 0-100 scale (50 keeps the voice's own).
-        pitch_range: intonation range, 0-100 (0 is a monotone; 50 is espeak-ng's default).
-        gain_db: loudness relative to the normalised level, in dB (-10 to +10, as `Speaker.gain_db`).
-    """
-
-    voice: str
-    variant: str
-    rate_wpm: int
-    pitch: int
-    pitch_range: int
-    gain_db: float
-
-    @property
-    def voice_name(self) -> str:
-        """What espeak_SetVoiceByName takes: "en-us+f3", or "en-us" without a variant."""
-        return f"{self.voice}+{self.variant}" if self.variant else self.voice
-
-
-def random_espeak_speaker(
-    rng: np.random.Generator, voices: Sequence[str], variants: Sequence[str] = ESPEAK_VARIANTS
-) -> EspeakSpeaker:
-    """Draws a speaker: an accent from `voices`, a variant, and rate, pitch, range and loudness."""
-    return EspeakSpeaker(
-        voice=str(voices[int(rng.integers(len(voices)))]),
-        variant=str(variants[int(rng.integers(len(variants)))]),
-        rate_wpm=int(rng.integers(ESPEAK_RATE_WPM[0], ESPEAK_RATE_WPM[1] + 1)),
-        pitch=int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1)),
-        pitch_range=int(rng.integers(ESPEAK_PITCH_RANGE[0], ESPEAK_PITCH_RANGE[1] + 1)),
-        gain_db=float(rng.uniform(-10.0, 10.0)),
-    )
-
-
-def make_espeak_speaker_pool(
-    num_speakers: int, voices: Sequence[str], seed: Seed, variants: Sequence[str] = ESPEAK_VARIANTS
-) -> list[EspeakSpeaker]:
-    """Draws `num_speakers` speakers of the accents `voices` (see `make_speaker_pool`)."""
-    if num_speakers < 1:
-        raise ValueError(f"num_speakers must be at least 1, got {num_speakers}")
-    if not voices or not variants:
-        raise ValueError("voices and variants must each name at least one espeak-ng voice")
-    rng = np.random.default_rng([*_seed_words(seed), 0xE5])  # 0xE5: a stream of its own for speakers
-    return [random_espeak_speaker(rng, voices, variants) for _ in range(num_speakers)]
-
-
-# --- the ctypes binding ---
-
-
-@functools.cache
-def _espeak_files() -> tuple[str, str]:
-    """(library, data folder) of the installed espeak-ng, the library copied to a path of our own.
-
-    The private copy: if other code in this process (phonemizer, say) has loaded the package's
-    libespeak-ng, dlclose would not unload it, and its state and ours would mix. A copy at another
-    path is another library to the dynamic loader. Raises ImportError with the install command.
-    """
-    try:
-        import espeakng_loader
-    except ImportError:
-        raise ImportError(f"espeak-ng is not available: {ESPEAK_INSTALL_HINT}") from None
-    try:
-        library, data = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
-        folder = tempfile.mkdtemp(prefix="ds2-espeak-")
-        atexit.register(shutil.rmtree, folder, True)  # forked workers leave with os._exit: no removal
-        private = os.path.join(folder, os.path.basename(library))
-        shutil.copyfile(library, private)
-    except (OSError, RuntimeError) as error:  # RuntimeError: espeakng_loader's "data path not exists"
-        raise ImportError(f"espeak-ng is not available ({error}): {ESPEAK_INSTALL_HINT}") from None
-    return private, data
-
-
-_ESPEAK_LOCK = threading.Lock()  # the library's state is per process: threads take turns
-
-
-def _load_espeak() -> tuple[ctypes.CDLL, int]:
-    """A fresh instance of libespeak-ng, initialised for synchronous output: (library, sample rate)."""
-    library_path, data_path = _espeak_files()
-    try:
-        library = ctypes.CDLL(library_path)
-        for name, (argtypes, restype) in _SIGNATURES.items():
-            function = getattr(library, name)
-            function.argtypes, function.restype = argtypes, restype
-    except (OSError, AttributeError) as error:
-        raise ImportError(f"espeak-ng is not available ({error}): {ESPEAK_INSTALL_HINT}") from None
-    sample_rate = library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), 0)
-    if sample_rate <= 0:
-        _unload_espeak(library)
-        raise ImportError(
-            f"espeak-ng is not available (it found no data in {data_path}): {ESPEAK_INSTALL_HINT}"
-        )
-    return library, sample_rate
-
-
-def _unload_espeak(library: ctypes.CDLL) -> None:
-    import _ctypes
-
-    library.espeak_Terminate()
-    unload = getattr(_ctypes, "dlclose", None) or _ctypes.FreeLibrary  # POSIX, Windows
-    unload(library._handle)  # the last reference: the loader unmaps the library, and its state with it
-
-
-@contextlib.contextmanager
-def _fresh_espeak() -> Iterator[ctypes.CDLL]:
-    """A freshly loaded libespeak-ng for one use; unloaded afterwards, taking its C state with it.
-
-    espeak_Initialize sets the process's LC_CTYPE locale; we put it back. Threads take turns.
-    """
-    with _ESPEAK_LOCK:
-        previous_locale = locale.setlocale(locale.LC_CTYPE)
-        library, sample_rate = _load_espeak()
-        try:
-            if sample_rate != ESPEAK_SAMPLE_RATE:
-                raise RuntimeError(
-                    f"espeak-ng speaks at {sample_rate} Hz; this code expects {ESPEAK_SAMPLE_RATE}"
-                )
-            yield library
-        finally:
-            _unload_espeak(library)
-            locale.setlocale(locale.LC_CTYPE, previous_locale)
-
-
-def espeak_speak(text: str, speaker: EspeakSpeaker, seed: int = 0) -> np.ndarray:
-    """Speaks `text` with espeak-ng, as it comes out: float32 `(samples,)` at `ESPEAK_SAMPLE_RATE` Hz.
-
-    Each call loads a fresh copy of the C library (see the section's notes), so the audio depends only on
-    the arguments. numpy only, no torch kernels: safe in forked worker processes.
-
-    Args:
-        text: lower-case words, a-z, space and apostrophe (see `check_speakable`).
-        speaker: the accent, variant, rate and pitch (`gain_db` is applied later, by the caller).
-        seed: seeds espeak-ng's own noise generator (breath and frication noise).
-
-    Returns:
-        float32 samples in [-1, 1), with about 10 ms of silence at each end.
-    """
-    check_speakable(text)
-    chunks: list[np.ndarray] = []
-
-    def receive(samples, num_samples, events):  # espeak_Synth calls this every ~100 ms of audio
-        if num_samples > 0:
-            chunks.append(np.ctypeslib.as_array(samples, shape=(num_samples,)).copy())  # int16
-        return 0  # 0 = go on
-
-    callback = _SYNTH_CALLBACK(receive)  # referenced until espeak_Synth has returned
-    with _fresh_espeak() as library:
-        library.espeak_SetSynthCallback(callback)
-        if library.espeak_SetVoiceByName(speaker.voice_name.encode()) != _EE_OK:
-            raise ValueError(
-                f"espeak-ng has no voice {speaker.voice_name!r}; accents such as {ESPEAK_TRAIN_VOICES}, "
-                f"variants such as {ESPEAK_VARIANTS[1:4]} (see espeak-ng-data/lang and voices/!v)"
-            )
-        library.espeak_SetParameter(_ESPEAK_RATE, speaker.rate_wpm, 0)
-        library.espeak_SetParameter(_ESPEAK_PITCH, speaker.pitch, 0)
-        library.espeak_SetParameter(_ESPEAK_RANGE, speaker.pitch_range, 0)
-        library.espeak_ng_SetRandSeed(seed)
-        encoded = text.encode() + b"\0"
-        status = library.espeak_Synth(
-            encoded, len(encoded), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None
-        )
-        library.espeak_Synchronize()
-    if status != _EE_OK or not chunks:
-        raise RuntimeError(f"espeak-ng failed to speak {text!r} (status {status})")
-    return np.concatenate(chunks).astype(np.float32) / 32768.0
-
-
-@functools.cache
-def espeak_version() -> str:
-    """E.g. "espeak-ng 1.52.0 (espeakng-loader 0.2.4)": part of the cache key of an espeak corpus."""
-    from importlib.metadata import version
-
-    with _fresh_espeak() as library:
-        return (
-            f"espeak-ng {library.espeak_Info(None).decode()} (espeakng-loader {version('espeakng-loader')})"
-        )
-
-
-def check_espeak_available() -> None:
-    """Raises ImportError, in one line with the install command, unless espeak-ng can speak here.
-
-    Also speaks a short sentence twice: if the two differ, the library kept its state between loads
-    (a platform whose dlclose does not unload), and the corpus will not be reproducible; that is a
-    warning, not an error.
-    """
-    speaker = EspeakSpeaker("en-us", "", 175, 50, 50, 0.0)
-    first, second = espeak_speak("hello there", speaker), espeak_speak("hello there", speaker)
-    if not np.array_equal(first, second):
-        warnings.warn(
-            "espeak-ng kept state between utterances on this platform: the espeak corpus will differ "
-            "from run to run and with the number of workers",
-            stacklevel=2,
-        )
-
-
-@functools.cache
-def _resampler(orig_freq: int, new_freq: int):
-    import torchaudio
-
-    # transforms.Resample is functional.resample with its windowed-sinc kernel computed once (5x faster
-    # here for 2 s utterances; the two agree to 4e-5).
-    return torchaudio.transforms.Resample(orig_freq, new_freq)
-
-
-def _resample(waveform: np.ndarray, orig_freq: int, new_freq: int) -> np.ndarray:
-    """float `(samples,)` at `orig_freq` Hz -> float32 at `new_freq` Hz, with torchaudio (torch kernels:
-    call it in the main process, not in a forked worker)."""
-    if orig_freq == new_freq:
-        return np.asarray(waveform, dtype=np.float32)
-    with torch.no_grad():
-        return _resampler(orig_freq, new_freq)(torch.from_numpy(np.asarray(waveform, np.float32))).numpy()
-
-
-def _level_espeak_audio(
-    waveform: np.ndarray, speaker: EspeakSpeaker, rng: np.random.Generator, sample_rate: int
-) -> np.ndarray:
-    """Resampled espeak audio -> the letter-phones' level and framing: edge silence, room tone, gain.
-
-    Speech (pauses excluded) is scaled to the letter-phones' level; 50-150 ms of silence is added at each
-    end (espeak-ng leaves about 10 ms); a faint noise floor 60 dB below the speech fills every silence;
-    then the speaker's gain. numpy only: runs in worker processes. Returns float64 `(samples,)`.
-    """
-    samples_per_ms = sample_rate / 1000.0
-    lead, trail = (int(rng.uniform(*_EDGE_SILENCE_MS) * samples_per_ms) for _ in range(2))
-    waveform = np.asarray(waveform, dtype=np.float64)
-    waveform = np.pad(waveform * (_TARGET_ACTIVE_RMS / _active_rms(waveform, sample_rate)), (lead, trail))
-    waveform += rng.standard_normal(len(waveform)) * _TARGET_ACTIVE_RMS * 10.0 ** (_ROOM_TONE_DB / 20.0)
-    return waveform * 10.0 ** (speaker.gain_db / 20.0)
-
-
-def synthesize_espeak_speech(
-    text: str, speaker: EspeakSpeaker, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
-) -> torch.Tensor:
-    """English speech from espeak-ng at `sample_rate`, at the letter-phone corpus's level.
-
-    The espeak counterpart of `synthesize_speech`: speak (`espeak_speak`), resample from 22,050 Hz with
-    torchaudio, normalise the level, add edge silence and a faint noise floor, apply `speaker.gain_db`.
-
-    Args:
-        text: lower-case words, a-z, space and apostrophe.
-        speaker: who speaks (see `EspeakSpeaker`).
-        rng: the random generator; the same state gives the same audio.
-        sample_rate: in Hz.
-
-    Returns:
-        float32 `(samples,)`.
-    """
-    raw = espeak_speak(text, speaker, seed=int(rng.integers(2**31)))
-    waveform = _resample(raw, ESPEAK_SAMPLE_RATE, sample_rate)
-    return torch.from_numpy(_level_espeak_audio(waveform, speaker, rng, sample_rate).astype(np.float32))
-
-
-# --- the splits ---
-
-
-def _map_in_processes(function: Callable, recipe, num_items: int, workers: int) -> list:
-    """``function(recipe, range(num_items))`` split over `workers` forked processes, items in order.
-
-    Item i must depend only on (recipe, i); then the result is the same for any number of workers.
-    `function` must not call torch kernels (torch's OpenMP pool does not survive a fork).
-    (make_split could share this helper.)
-    """
-    if workers <= 1 or num_items < 2 * workers:
-        return function(recipe, range(num_items))
-    import concurrent.futures
-    import multiprocessing
-
-    chunks = [range(start, num_items, workers) for start in range(workers)]
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    )
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        parts = list(pool.map(function, [recipe] * workers, chunks))
-    by_index = {
-        i: item
-        for chunk, part in zip(chunks, parts, strict=True)
-        for i, item in zip(chunk, part, strict=True)
-    }
-    return [by_index[i] for i in range(num_items)]
-
-
-def _speak_utterances(recipe, indices) -> list[tuple]:
-    """Stage 1 (worker processes): draw each utterance's speaker, sentence and noise; speak it at 22.05 kHz."""
-    seed_words, speakers, noise_kinds, low, high, noisy_fraction = recipe
-    utterances = []
-    for index in indices:
-        rng = np.random.default_rng([*seed_words, index])
-        speaker = speakers[int(rng.integers(len(speakers)))]
-        text = random_sentence(rng)
-        raw = espeak_speak(text, speaker, seed=int(rng.integers(2**31)))
-        kind, snr = "clean", math.inf
-        if noise_kinds and rng.random() < noisy_fraction:
-            kind, snr = str(noise_kinds[int(rng.integers(len(noise_kinds)))]), float(rng.uniform(low, high))
-        utterances.append((raw, text, speaker, kind, snr))
-    return utterances
-
-
-def _finish_utterances(recipe, indices) -> list[np.ndarray]:
-    """Stage 3 (worker processes): level, edge silence and room tone, gain, then the drawn noise."""
-    seed_words, waveforms, speakers, kinds, snrs, sample_rate = recipe
-    finished = []
-    for index in indices:
-        rng = np.random.default_rng([*seed_words, index, 0x2])  # 0x2: the stream for levels and noise
-        waveform = _level_espeak_audio(waveforms[index], speakers[index], rng, sample_rate)
-        if kinds[index] != "clean":
-            noisy = add_noise(torch.from_numpy(waveform), snrs[index], kinds[index], rng, sample_rate)
-            waveform = noisy.numpy()
-        finished.append(waveform.astype(np.float32))
-    return finished
-
-
-def make_espeak_split(
-    name: str,
-    num_utterances: int,
-    speakers: Sequence[EspeakSpeaker],
-    seed: Seed,
-    noise_kinds: Sequence[str] = (),
-    snr_db: float | tuple[float, float] = 10.0,
-    noisy_fraction: float = 1.0,
-    sample_rate: int = SAMPLE_RATE,
-    workers: int = 1,
-) -> SyntheticSplit:
-    """Synthesises a split of English from espeak-ng: `make_split` with espeak-ng speakers.
-
-    Utterance `i` draws its speaker, sentence, espeak-ng seed and noise from its own generator, seeded by
-    `(seed, i)`, so it is the same whatever the split's size and the number of workers.
-
-    Three stages, so that forked workers never run torch kernels: (1) workers speak each sentence at
-    22,050 Hz; (2) this process resamples to `sample_rate` with torchaudio; (3) workers set the level and
-    add noise (babble noise, made of letter-phone speech, is the slow part: ~0.1 s an utterance).
-
-    Args: as `make_split`, with `speakers` from `make_espeak_speaker_pool`.
-
-    Returns:
-        The split; `split.noise` and `split.snr_db` record what was added to each utterance.
-    """
-    if num_utterances < 0:
-        raise ValueError(f"num_utterances must be >= 0, got {num_utterances}")
-    if not speakers:
-        raise ValueError("speakers is empty; pass a pool from make_espeak_speaker_pool")
-    unknown = sorted(set(noise_kinds) - set(NOISE_KINDS))
-    if unknown:
-        raise ValueError(f"unknown noise kinds {unknown}; choose from {NOISE_KINDS}")
-    if not 0.0 <= noisy_fraction <= 1.0:
-        raise ValueError(f"noisy_fraction must be between 0 and 1, got {noisy_fraction}")
-    low, high = (snr_db, snr_db) if isinstance(snr_db, (int, float)) else snr_db
-    _espeak_files()  # before forking: one private copy of the library, removed when this process exits
-    seed_words = _seed_words(seed)
-    recipe = (seed_words, tuple(speakers), tuple(noise_kinds), low, high, noisy_fraction)
-    spoken = _map_in_processes(_speak_utterances, recipe, num_utterances, workers)
-    resampled = [_resample(raw, ESPEAK_SAMPLE_RATE, sample_rate) for raw, *_ in spoken]  # (samples,) each
-    texts = [text for _, text, _, _, _ in spoken]
-    chosen = [speaker for _, _, speaker, _, _ in spoken]
-    kinds = [kind for _, _, _, kind, _ in spoken]
-    snrs = [snr for _, _, _, _, snr in spoken]
-    recipe = (seed_words, resampled, chosen, kinds, snrs, sample_rate)
-    waveforms = _map_in_processes(_finish_utterances, recipe, num_utterances, workers)
-    return SyntheticSplit(
-        [torch.from_numpy(w) for w in waveforms], texts, chosen, name, kinds, snrs, sample_rate=sample_rate
-    )
-
-
-def make_espeak_splits(
-    train_size: int,
-    dev_size: int,
-    seed: int = 0,
-    train_noise_fraction: float = 0.0,
-    train_snr_db: tuple[float, float] = (5.0, 30.0),
-    num_train_speakers: int = 200,
-    num_dev_speakers: int = 40,
-    sample_rate: int = SAMPLE_RATE,
-    workers: int = 1,
-    train_voices: Sequence[str] = ESPEAK_TRAIN_VOICES,
-    dev_voices: Sequence[str] = ESPEAK_DEV_VOICES,
-) -> dict[str, SyntheticSplit]:
-    """The three splits of `make_splits`, spoken in English by espeak-ng; dev in accents unheard in train.
-
-    "train" is spoken in `train_voices`, "dev-clean" and "dev-noisy" in `dev_voices` (by default
-    Scottish and Lancastrian English), so no accent of a dev split occurs in training; the two dev splits
-    share those accents but not their speakers (each has its own pool of rates and pitches). Noise as in
-    `make_splits`: `train_noise_fraction` of "train" gets white, pink or babble noise at an SNR drawn
-    from `train_snr_db`; "dev-noisy" gets one of them at 10 dB SNR.
-
-    Raises ImportError (one line, with the install command) when espeak-ng is not installed.
-
-    Returns:
-        {"train": ..., "dev-clean": ..., "dev-noisy": ...}
-    """
-    shared = sorted(set(train_voices) & set(dev_voices))
-    if shared:
-        raise ValueError(
-            f"train_voices and dev_voices share {shared}; the dev accents must be unheard in training"
-        )
-    check_espeak_available()
-    pools = {
-        "train": make_espeak_speaker_pool(num_train_speakers, train_voices, (seed, 0)),
-        "dev-clean": make_espeak_speaker_pool(num_dev_speakers, dev_voices, (seed, 1)),
-        "dev-noisy": make_espeak_speaker_pool(num_dev_speakers, dev_voices, (seed, 2)),
-    }
-    if set(pools["dev-clean"]) & set(pools["dev-noisy"]):  # ints drawn from small ranges could collide
-        raise RuntimeError("the speaker pools of dev-clean and dev-noisy overlap; choose another seed")
-    train = make_espeak_split(
-        "train",
-        train_size,
-        pools["train"],
-        seed=(seed, 10),
-        noise_kinds=NOISE_KINDS if train_noise_fraction > 0 else (),
-        snr_db=train_snr_db,
-        noisy_fraction=train_noise_fraction,
-        sample_rate=sample_rate,
-        workers=workers,
-    )
-    dev_clean = make_espeak_split(
-        "dev-clean", dev_size, pools["dev-clean"], seed=(seed, 11), sample_rate=sample_rate, workers=workers
-    )
-    dev_noisy = make_espeak_split(
-        "dev-noisy",
-        dev_size,
-        pools["dev-noisy"],
-        seed=(seed, 12),
-        noise_kinds=NOISE_KINDS,
-        snr_db=10.0,
-        sample_rate=sample_rate,
-        workers=workers,
-    )
-    return {"train": train, "dev-clean": dev_clean, "dev-noisy": dev_noisy}
-
-
-# --- 11.9 Real corpora: LibriSpeech folders and manifests (``--data librispeech`` / ``manifest``) ---
-# The same pipeline on recorded speech. LibriSpeech (Panayotov et al. 2015; openslr.org/12) is read as it
-# unpacks: speaker/chapter/speaker-chapter-NNNN.flac beside speaker-chapter.trans.txt, whose lines are
-# "speaker-chapter-NNNN TRANSCRIPT IN UPPER CASE". Any other corpus comes in as a manifest: a CSV (with a
-# header) or JSONL file naming each utterance's audio file and transcript.
-#
-# Nothing is silently changed. Lower-casing and folding white space are normalisations (`normalize_text`);
-# a transcript with anything else outside the alphabet (a digit, a hyphen, an accented letter) is reported
-# with its file and line and skipped, not edited. Audio is down-mixed (`to_mono`) and resampled to the
-# model's rate (torchaudio, as for espeak-ng). Utterances are filtered by duration (very long ones cost
-# memory and padding), and every utterance's CTC feasibility is checked before training: the conv
-# front-end's output frames (`DeepSpeech2.output_lengths`) must be at least the transcript's length plus
-# one blank per repeated letter (`ctc_min_frames`), else no alignment exists (§3.1). Everything dropped
-# is counted by reason. The dev set is a folder or manifest of its own (``--dev-dir``), or else 10% of
-# the training *speakers*, held out whole, so the dev error measures unheard voices as in §11.6.
-#
-# Memory: the splits are held in memory as spectrograms (about 0.25 GB per hour of audio, plus the
-# waveforms while featurizing), so use a subset (a manifest of some utterances) on a laptop.
-
-CORPUS_AUDIO_KEYS = ("audio", "audio_filepath", "path", "file", "wav")  # manifest columns (or JSON keys)
-CORPUS_TEXT_KEYS = ("text", "transcript", "sentence")  # ... for the transcript
-CORPUS_SPEAKER_KEYS = ("speaker", "speaker_id", "client_id")  # ... for the speaker (optional)
-
-
-@dataclass(frozen=True)
-class CorpusUtterance:
-    """One entry of a corpus index: where the audio is, what is said (normalised), who says it.
-
-    Attributes:
-        audio: the audio file.
-        text: the transcript, normalised to the alphabet (lower case, single spaces).
-        speaker: the speaker's id; "" when the corpus does not say.
-        where: the transcript's "file:line", for messages.
-    """
-
-    audio: Path
-    text: str
-    speaker: str
-    where: str
-
-
-@dataclass
-class CorpusSplit(SyntheticSplit):
-    """A split of recorded speech: a ``SyntheticSplit`` (so training and evaluation run unchanged) whose
-    ``speakers`` are speaker ids and whose ``noise``/``snr_db`` are empty (no noise was added), plus:
-
-    Attributes:
-        files: each utterance's audio file.
-        source: where the split came from, in words (a folder, a manifest, held-out speakers of one).
-        dropped: how many utterances were left out, by reason.
-        problems: one line per skipped transcript or unreadable file, "file:line: what was wrong".
-        sample_rates: how many of the kept files had each sample rate (the others were resampled).
-    """
-
-    files: list[str] = field(default_factory=list)
-    source: str = ""
-    dropped: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    sample_rates: dict[int, int] = field(default_factory=dict)  # the files' own rates, Hz -> utterances
-
-
-def _check_transcript(text: str, where: str) -> tuple[str, str, str]:
-    """``(normalised text, "", "")`` or ``("", reason, problem line)`` for a transcript that cannot be used."""
-    normalized = normalize_text(text)
-    if not normalized:
-        return "", "empty transcript", f"{where}: the transcript is empty; skipped"
-    unknown = outside_alphabet(normalized)
-    if unknown:
-        return (
-            "",
-            "characters outside the alphabet",
-            f"{where}: transcript {text.strip()!r} has characters outside the alphabet {unknown} "
-            "(spell digits out, drop punctuation); skipped",
-        )
-    return normalized, "", ""
-
-
-def read_librispeech(folder: str | os.PathLike) -> tuple[list[CorpusUtterance], dict[str, int], list[str]]:
-    """Index of a folder in LibriSpeech's layout (``speaker/chapter/*.flac`` + ``*.trans.txt``).
-
-    Every ``*.trans.txt`` under ``folder`` is read (point it at one subset such as
-    ``LibriSpeech/dev-clean``: a parent folder would mix the subsets). A line is ``ID TRANSCRIPT``; the
-    audio is ``ID.flac`` beside it and the speaker is the first part of ``ID``. No audio is read here.
-
-    Returns:
-        ``(utterances, dropped, problems)``: the usable entries in file order; how many lines were
-        skipped, by reason; one line per skipped transcript, "file:line: what was wrong".
-
-    Raises:
-        FileNotFoundError: no such folder, or no transcripts in it.
-    """
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"no folder {str(folder)!r}: point --data-dir at a LibriSpeech subset such as "
-            "LibriSpeech/train-clean-100 (from openslr.org/12)"
-        )
-    transcripts = sorted(folder.rglob("*.trans.txt"))
-    if not transcripts:
-        raise FileNotFoundError(
-            f"no *.trans.txt files under {str(folder)!r}: expected LibriSpeech's layout, "
-            "speaker/chapter/speaker-chapter.trans.txt with speaker-chapter-NNNN.flac beside it"
-        )
-    # Pointed at LibriSpeech/ itself? Then dev and test speech would be trained on: refuse.
-    parts = [path.relative_to(folder).parts for path in transcripts]
-    subsets = sorted({part[0] for part in parts if len(part) == 4})  # subset/speaker/chapter/file
-    train = [subset for subset in subsets if subset.startswith("train")]
-    if train and any(subset.startswith(("dev", "test")) for subset in subsets):
-        raise ValueError(
-            f"{folder} holds the LibriSpeech subsets {subsets}, training and held-out ones together: point "
-            f"this at a training subset (e.g. {folder / train[0]}) and --dev-dir at a dev subset"
-        )
-    utterances, dropped, problems = [], defaultdict(int), []
-    for path in transcripts:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            utterance_id, _, text = line.strip().partition(" ")
-            audio = path.parent / f"{utterance_id}.flac"
-            text, reason, problem = _check_transcript(text, where)
-            if not reason and not audio.is_file():
-                reason = "missing audio file"
-                problem = f"{where}: no audio file {audio.name} beside it; skipped"
-            if reason:
-                dropped[reason] += 1
-                problems.append(problem)
-                continue
-            utterances.append(CorpusUtterance(audio, text, utterance_id.split("-")[0], where))
-    return utterances, dict(dropped), problems
-
-
-def read_manifest(path: str | os.PathLike) -> tuple[list[CorpusUtterance], dict[str, int], list[str]]:
-    """Index of a manifest: a CSV file with a header (``.csv``; ``.tsv`` for tabs) or JSON lines (``.jsonl``).
-
-    Each row (or JSON object) names an audio file (column ``audio``, ``audio_filepath`` (NeMo), ``path``,
-    ``file`` or ``wav``) and its transcript (``text``, ``transcript`` or ``sentence``), optionally its
-    speaker (``speaker``, ``speaker_id`` or ``client_id``). Relative audio paths are relative to the
-    manifest's folder. No audio is read here.
-
-    Returns:
-        ``(utterances, dropped, problems)`` as ``read_librispeech``.
-
-    Raises:
-        FileNotFoundError: no such file. ValueError: an unknown file type, or a CSV header without an
-        audio or a transcript column.
-    """
-    import csv
-    import json
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no manifest file {str(path)!r}: --data manifest needs a .csv, .tsv or .jsonl file"
-        )
-    suffix = path.suffix.lower()
-    rows: list[tuple[int, dict | None, str]] = []  # (line, record or None, what was wrong)
-    if suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: a spreadsheet's BOM
-            reader = csv.DictReader(file, delimiter="\t" if suffix == ".tsv" else ",")
-            header = reader.fieldnames or []
-            for keys, what in ((CORPUS_AUDIO_KEYS, "audio path"), (CORPUS_TEXT_KEYS, "transcript")):
-                if not set(keys) & set(header):
-                    raise ValueError(
-                        f"{path}: the header {header} has no {what} column; name it one of {list(keys)}"
-                    )
-            for record in reader:
-                rows.append((reader.line_num, record, ""))
-    elif suffix in (".jsonl", ".json"):
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                rows.append((number, None, f"not a JSON object ({error.msg})"))
-                continue
-            rows.append((number, record, "" if isinstance(record, dict) else "not a JSON object"))
-    else:
-        raise ValueError(
-            f"{path}: a manifest must be a .csv, .tsv or .jsonl file, got {suffix or 'no suffix'!r}"
-        )
-    utterances, dropped, problems = [], defaultdict(int), []
-    for number, record, wrong in rows:
-        where = f"{path}:{number}"
-        if not wrong:
-            audio = next((record[k] for k in CORPUS_AUDIO_KEYS if record.get(k)), None)
-            text = next((record[k] for k in CORPUS_TEXT_KEYS if record.get(k) is not None), None)
-            if not isinstance(audio, str) or not isinstance(text, str):
-                wrong = f"needs an audio path ({'/'.join(CORPUS_AUDIO_KEYS)}) and a transcript ({'/'.join(CORPUS_TEXT_KEYS)})"
-        if wrong:
-            dropped["malformed entry"] += 1
-            problems.append(f"{where}: {wrong}; skipped")
-            continue
-        text, reason, problem = _check_transcript(text, where)
-        audio = Path(audio).expanduser()
-        audio = audio if audio.is_absolute() else path.parent / audio
-        if not reason and not audio.is_file():
-            reason, problem = "missing audio file", f"{where}: no audio file {str(audio)!r}; skipped"
-        if reason:
-            dropped[reason] += 1
-            problems.append(problem)
-            continue
-        speaker = next((str(record[k]) for k in CORPUS_SPEAKER_KEYS if record.get(k) not in (None, "")), "")
-        utterances.append(CorpusUtterance(audio, text, speaker, where))
-    return utterances, dict(dropped), problems
-
-
-def hold_out_speakers(
-    utterances: Sequence[CorpusUtterance], fraction: float = 0.1, seed: int = 0
-) -> tuple[list[CorpusUtterance], list[CorpusUtterance], str]:
-    """Splits an index into (train, dev) with ``fraction`` of the *speakers* in dev, all their utterances.
-
-    The speakers are drawn with ``seed``, so the split is the same on every run. When some utterance has
-    no speaker (a manifest without a speaker column), ``fraction`` of the *utterances* are held out
-    instead, and the description says that dev speakers may also be heard in training.
-
-    Returns:
-        ``(train, dev, description)``, e.g. "held-out speakers: 4 of 40 (10%, seed 0)".
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"the dev fraction must be between 0 and 1, got {fraction}")
-    rng = np.random.default_rng([seed, 0xDE7])  # 0xDE7: a stream of its own for the dev split
-    speakers = sorted({u.speaker for u in utterances})
-    if "" in speakers:
-        count = min(len(utterances) - 1, max(1, round(fraction * len(utterances))))
-        if count < 1:
-            raise ValueError("too few utterances to hold some out for dev; give --dev-dir")
-        held = set(rng.permutation(len(utterances))[:count].tolist())
-        dev = [u for i, u in enumerate(utterances) if i in held]
-        train = [u for i, u in enumerate(utterances) if i not in held]
-        how = (
-            f"held-out utterances: {count} of {len(utterances)} ({fraction:.0%}, seed {seed}); no "
-            "speakers are named, so dev speakers may also be heard in training"
-        )
-        return train, dev, how
-    if len(speakers) < 2:
-        raise ValueError(
-            f"all utterances are by one speaker ({speakers[0] if speakers else 'none'}): no speakers to "
-            "hold out for dev; give --dev-dir"
-        )
-    count = min(len(speakers) - 1, max(1, round(fraction * len(speakers))))
-    held = {speakers[i] for i in rng.permutation(len(speakers))[:count].tolist()}
-    train = [u for u in utterances if u.speaker not in held]
-    dev = [u for u in utterances if u.speaker in held]
-    return train, dev, f"held-out speakers: {count} of {len(speakers)} ({fraction:.0%}, seed {seed})"
-
-
-def load_corpus_split(
-    utterances: Sequence[CorpusUtterance],
-    name: str,
-    config: DS2Config | None = None,
-    min_seconds: float = 0.5,
-    max_seconds: float = 20.0,
-    source: str = "",
-) -> CorpusSplit:
-    """Reads the audio of an index into a split, dropping (and counting) what cannot be trained on.
-
-    Per utterance: the duration from the file's header (``soundfile.info``, nothing decoded) against
-    ``[min_seconds, max_seconds]`` (``max_seconds=0``: no limit); then the audio, down-mixed and
-    resampled to ``config.sample_rate``; then silence (``is_silent``) and CTC feasibility: the model's
-    output frames for this audio (``DeepSpeech2(config).output_lengths``) against ``ctc_min_frames`` of
-    the transcript.
-
-    Returns:
-        The split, ``dropped`` counting each reason, ``problems`` naming each unreadable file, and
-        ``sample_rates`` counting the files' own rates (all but ``config.sample_rate`` were resampled).
-    """
-    config = config or DS2Config()
-    if min_seconds < 0 or max_seconds < 0 or (max_seconds and max_seconds < min_seconds):
-        raise ValueError(
-            f"the duration limits must satisfy 0 <= min <= max (max 0: no limit), got {min_seconds} and {max_seconds}"
-        )
-    front_end = DeepSpeech2(config)  # only for output_lengths: how the conv strides shorten time
-    split = CorpusSplit([], [], [], name, sample_rate=config.sample_rate, source=source)
-    dropped: dict[str, int] = defaultdict(int)
-    rates: dict[int, int] = defaultdict(int)
-    for utterance in utterances:
-        try:
-            info = soundfile.info(str(utterance.audio))  # the header only
-            seconds = info.frames / info.samplerate
-            if min_seconds <= seconds and not (max_seconds and seconds > max_seconds):
-                waveform, rate = load_audio(utterance.audio)  # (channels, samples)
-        except Exception as error:  # soundfile's own errors, or load_audio's ValueError
-            dropped["unreadable audio"] += 1
-            split.problems.append(f"{utterance.where}: cannot read {utterance.audio} ({error}); skipped")
-            continue
-        if seconds < min_seconds:
-            dropped[f"shorter than {min_seconds:g} s"] += 1
-            continue
-        if max_seconds and seconds > max_seconds:
-            dropped[f"longer than {max_seconds:g} s"] += 1
-            continue
-        mono = _resample(to_mono(waveform).numpy(), rate, config.sample_rate)  # (samples,)
-        if not np.isfinite(mono).all():
-            dropped["NaN or inf samples"] += 1
-            continue
-        if len(mono) == 0 or is_silent(torch.from_numpy(mono)):
-            dropped["silent"] += 1
-            continue
-        labels = encode_text(utterance.text)  # (S,)
-        needed = int(ctc_min_frames(labels[None], torch.tensor([len(labels)]))[0])
-        frames = num_frames(len(mono), config.sample_rate, config.window_ms, config.stride_ms)
-        if int(front_end.output_lengths(torch.tensor([frames]))[0]) < needed:
-            dropped["too short for the transcript under CTC"] += 1
-            continue
-        split.waveforms.append(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)))
-        split.texts.append(utterance.text)
-        split.speakers.append(utterance.speaker)
-        split.files.append(str(utterance.audio))
-        rates[rate] += 1
-    split.dropped, split.sample_rates = dict(dropped), dict(rates)
-    return split
-
-
-def _report_split(split: CorpusSplit, log: Callable[[str], None], shown: int = 10) -> None:
-    """One line for the split, then its problems (the first ``shown``, then a count of the rest)."""
-    dropped = ", ".join(f"{count} {reason}" for reason, count in sorted(split.dropped.items()))
-    minutes = split.durations_s().sum() / 60 if len(split) else 0.0
-    amount = f"{minutes / 60:.1f} h" if minutes >= 60 else f"{minutes:.1f} min"
-    log(
-        f"{split.name}: {len(split)} utterances ({amount}) from {split.source}; "
-        f"dropped {sum(split.dropped.values())}{': ' + dropped if dropped else ''}"
-    )
-    resampled = {rate: n for rate, n in sorted(split.sample_rates.items()) if rate != split.sample_rate}
-    if resampled:
-        rates = ", ".join(f"{n} at {rate} Hz" for rate, n in resampled.items())
-        log(f"  resampled to {split.sample_rate} Hz: {rates}")
-    if any(rate < split.sample_rate for rate in resampled):
-        log("  upsampled audio has nothing above half its own rate (8 kHz audio: 4 kHz): expect more errors")
-    for line in split.problems[:shown]:
-        log(f"  {line}")
-    if len(split.problems) > shown:
-        log(f"  ... and {len(split.problems) - shown} more (all in the split's .problems)")
-
-
-def read_corpus_splits(
-    kind: str,
-    data_dir: str | os.PathLike,
-    dev_dir: str | os.PathLike | None = None,
-    seed: int = 0,
-    min_seconds: float = 0.5,
-    max_seconds: float = 20.0,
-    config: DS2Config | None = None,
-    dev_fraction: float = 0.1,
-    log: Callable[[str], None] | None = print,
-) -> dict[str, CorpusSplit]:
-    """A recorded corpus as the pipeline's splits: ``{"train": ..., "dev": ...}``.
-
-    Args:
-        kind: "librispeech" (a folder, see ``read_librispeech``) or "manifest" (see ``read_manifest``).
-        data_dir: the training folder or manifest.
-        dev_dir: the dev folder or manifest, in the same format; ``None``: hold out ``dev_fraction`` of
-            the training speakers (``hold_out_speakers``, drawn with ``seed``).
-        min_seconds, max_seconds: keep utterances of this duration (``max_seconds=0``: no limit).
-        config: the model's configuration, for the sample rate and the CTC feasibility check.
-        log: receives one line per split (kept, dropped by reason) and one per problem.
-
-    Raises:
-        FileNotFoundError, ValueError: a missing folder or file, a bad manifest, dev files that are also
-        training files, or a split left empty by the filters (the message says what was dropped).
-    """
-    readers = {"librispeech": read_librispeech, "manifest": read_manifest}
-    if kind not in readers:
-        raise ValueError(f"kind must be one of {list(readers)}, got {kind!r}")
-    config = config or DS2Config()
-    train_index, train_dropped, train_problems = readers[kind](data_dir)
-    if dev_dir is not None:
-        dev_index, dev_dropped, dev_problems = readers[kind](dev_dir)
-        shared = {u.audio.resolve() for u in train_index} & {u.audio.resolve() for u in dev_index}
-        if shared:
-            raise ValueError(
-                f"{len(shared)} audio files are in both the training data and --dev-dir "
-                f"(e.g. {sorted(shared)[0]}): the dev set must be held out"
-            )
-        overlap = ({u.speaker for u in train_index} & {u.speaker for u in dev_index}) - {""}
-        dev_source = str(dev_dir)
-        if overlap:  # allowed (a corpus may have no disjoint dev set), but the dev error is then easier
-            dev_source += f" ({len(overlap)} of its speakers also speak in training)"
-    else:
-        train_index, dev_index, how = hold_out_speakers(train_index, dev_fraction, seed)
-        dev_dropped, dev_problems, dev_source = {}, [], f"{data_dir} ({how})"
-    splits = {}
-    for name, index, dropped, problems, source in (
-        ("train", train_index, train_dropped, train_problems, str(data_dir)),
-        ("dev", dev_index, dev_dropped, dev_problems, dev_source),
-    ):
-        split = load_corpus_split(index, name, config, min_seconds, max_seconds, source)
-        split.dropped = {**dropped, **split.dropped}
-        split.problems = [*problems, *split.problems]
-        if log is not None:
-            _report_split(split, log)
-        if not len(split):
-            raise ValueError(
-                f"no usable {name} utterances in {source} (dropped: {split.dropped or 'none; it is empty'}); "
-                "check the path, --min-seconds and --max-seconds"
-            )
-        splits[name] = split
-    return splits
-
-
 # ----------------------------------------------------------------------------------------------------------
 # 12. Training: batching, SortaGrad (§3.3), the one training loop, evaluation, checkpoints
 # ----------------------------------------------------------------------------------------------------------
+
+
+# --- 12.1 Batches and SortaGrad (§3.3) ---
 
 
 @dataclass
@@ -4308,17 +2841,11 @@ def distributed_batches(
     rank: int = 0,
     world_size: int = 1,
 ) -> list[list[int]]:
-    """This process's share of each global minibatch, for data parallelism over ``world_size`` processes.
+    """This process's share of each global minibatch of ``sortagrad_batches`` under data parallelism (§4.1).
 
-    ``batch_size`` is the *global* batch: the SortaGrad plan is ``sortagrad_batches(lengths, batch_size,
-    epoch, seed, sortagrad)``, the same on every process (the seed and epoch fix it), so one step on N
-    processes trains on exactly the utterances one process would train on in that step. Each global batch
-    (its utterances sorted by length) is dealt out like cards, ``batch[rank::world_size]``: every process
-    gets the same number of utterances (+-1) with a similar mix of lengths, so none waits long for the
-    others at the gradient all-reduce. A global batch smaller than ``world_size`` (the last one, when the
-    data does not divide evenly) joins its neighbour, so every process has work at every step. Over the
-    processes each utterance appears exactly once per epoch; epoch 0 stays globally sorted. With
-    ``world_size == 1`` this is ``sortagrad_batches``.
+    ``batch_size`` is the *global* batch, the plan the same on every process; ``devices.share_of_batches``
+    deals each batch out to the ``world_size`` processes. With ``world_size == 1`` this is
+    ``sortagrad_batches``.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
@@ -4328,24 +2855,10 @@ def distributed_batches(
             "be at least the number of processes, so that each has an utterance"
         )
     plan = sortagrad_batches(lengths, batch_size, epoch, seed, sortagrad)
-    if world_size == 1:
-        return plan
-    if len(lengths) < world_size:
-        raise ValueError(f"{len(lengths)} utterances cannot keep {world_size} processes busy")
-    merged = [list(batch) for batch in plan]
-    # Only the last batch of a pool can be short, and only the last pool is not whole: at most one.
-    for index in reversed(range(len(merged))):
-        if len(merged[index]) < world_size:  # too small to share: join the batch before it (or after)
-            short = merged.pop(index)
-            merged[max(index - 1, 0)] += short
-    shares = []
-    for batch in merged:
-        batch = sorted(batch, key=lambda i: (lengths[i], i))  # a joined batch is sorted again
-        shares.append(batch[rank::world_size])
-    return shares
+    return plan if world_size == 1 else share_of_batches(plan, lengths, rank, world_size)
 
 
-# --- 12.3 The one training loop: learning-rate schedule, train_step, train_epoch, fit ---
+# --- 12.2 The one training loop: learning-rate schedule, train_step, train_epoch, fit ---
 # Every runner (train_minimal.py, visualization.py, setup.py, the notebook, the benchmarks, the ablation
 # sweeps) trains through these functions, so a fix made here is made everywhere.
 
@@ -4354,18 +2867,15 @@ def distributed_batches(
 class TrainConfig:
     """How to train: the optimiser, schedule and batching. Defaults are the lesson's CPU recipe.
 
-    The paper trains with SGD and Nesterov momentum (recalled; not on our fact sheet of the paper); on a
-    CPU-sized model and a few thousand updates Adam converges faster, so it is the default here and the
+    The paper trains with SGD and Nesterov momentum (recalled); on a CPU-sized model and a few hundred
+    updates Adam converges faster, so it is the default here and the
     paper's choice is one flag away (``optimizer="sgd"``, try ``lr=0.05``). The cosine schedule and the
     clipping threshold are ours: the fact sheet does not give the paper's.
     """
 
-    # 3 epochs of 16 utterances a batch (375 updates), not 5 of 32 (315): a step's cost grows with the
-    # audio in it, so halving the batch doubles the updates an epoch buys at about the same price, and on
-    # 2,000 utterances the updates are what is scarce. `python train_minimal.py --epochs 5 --batch-size 32`
-    # (the recipe until 2026-12-01) ends at dev-noisy greedy CER 5.28% after 148 s of epochs; these
-    # defaults at 5.42% after 80 s (seed 0, one host, the same day; seed 1: 4.42%). Smaller still buys
-    # accuracy, not time: batch 8 reached 4.06%, but its 3 epochs took 108 s (benchmarks/README.md).
+    # Small batches: a step's cost grows with the audio in it, so halving the batch doubles the updates an
+    # epoch buys at about the same price, and on 2,000 utterances updates are what is scarce (the sweep
+    # behind these defaults, with its dates and numbers: benchmarks/README.md).
     epochs: int = 3
     batch_size: int = 16  # utterances per minibatch
     lr: float = 3e-3  # peak learning rate
@@ -4407,35 +2917,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, nesterov=True)
     return torch.optim.Adam(parameters, lr=config.lr)
-
-
-def amp_dtype(device: torch.device | str) -> torch.dtype:
-    """The autocast dtype of mixed precision (``--amp``) on ``device``.
-
-    bfloat16 has float32's exponent range (8 bits) with fewer mantissa bits, so activations and gradients
-    neither overflow nor underflow and no loss scaling is needed: it is used on CUDA GPUs that support it
-    (Ampere and later) and on the CPU. Older GPUs get float16, whose narrow range needs a ``GradScaler``
-    (``grad_scaler``). On the CPU, bf16 is faster only where the hardware has bf16 instructions (AMX,
-    AVX-512 BF16); elsewhere it is emulated and slower. Apple's MPS is refused: untested here.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu":
-        return torch.bfloat16
-    raise ValueError(f"--amp (mixed precision) runs on CUDA or the CPU, not on {device.type}; drop --amp")
-
-
-def grad_scaler(device: torch.device | str, amp: bool) -> torch.amp.GradScaler | None:
-    """A ``GradScaler`` when ``amp`` computes in float16 (small gradients would underflow to 0), else None.
-
-    The scaler multiplies the loss by a large factor before ``backward`` and divides the gradients by it
-    before the step; it lowers the factor (and skips that step) when a gradient overflows.
-    """
-    device = torch.device(device)
-    if amp and amp_dtype(device) == torch.float16:
-        return torch.amp.GradScaler(device.type)
-    return None
 
 
 def train_step(
@@ -4566,31 +3047,48 @@ def fit(
     on_step: Callable[[TrainState, float], None] | None = None,
     log: Callable[[str], None] | None = print,
     amp: bool = False,
+    should_stop: Callable[[TrainState], bool] | None = None,
+    on_epoch: Callable[[TrainState, dict], None] | None = None,
 ) -> TrainState:
-    """Train for ``config.epochs`` epochs (or until ``max_seconds``), evaluating on ``dev`` after each.
+    """Train for ``config.epochs`` epochs, evaluating on ``dev`` after each: the one training loop.
 
-    The loop for scripts and the notebook; ``train_minimal.py`` drives ``train_epoch`` itself for its
-    progress bar and Ctrl-C handling. Each epoch's record: ``epoch``, ``train_loss`` (mean of its finite
-    losses), ``skipped_batches``, ``steps`` (so far), ``seconds``, and greedy ``{"cer", "wer"}`` per dev
-    split. ``on_step(state, loss)`` is called after every step (e.g. to log a learning curve). ``amp``:
-    mixed precision (``train_step``).
+    Each epoch's record: ``epoch``, ``train_loss`` (mean of its finite losses), ``skipped_batches``,
+    ``steps`` (so far), greedy ``{"cer", "wer"}`` per dev split, and ``seconds``. Hooks, all optional:
+    ``on_step(state, loss)`` after every step (a progress bar, a learning curve); ``on_epoch(state,
+    record)`` after each epoch is filed (print it, save a checkpoint); ``should_stop(state)`` before every
+    batch of an epoch but the first one finished: True returns at once, mid-epoch, with ``state`` ready for
+    a checkpoint that resumes exactly (Ctrl-C, a step budget). ``max_seconds`` instead ends training at
+    the next step past the budget and files that part-epoch's record. ``amp``: mixed precision
+    (``train_step``). Under torchrun the model trains through ``distribute`` and rank 0 alone evaluates.
+    Raises ``FloatingPointError`` when every batch of an epoch gave a NaN/inf loss.
 
     Returns:
-        The final ``TrainState`` (``state.history`` holds the records).
+        The ``TrainState`` (``state.history`` holds the records; ``state.epoch < config.epochs`` if stopped).
     """
     optimizer = optimizer or make_optimizer(model, config)
     state = state or TrainState()
     scaler = grad_scaler(next(model.parameters()).device, amp)  # one for the run (float16 only)
+    trained = distribute(model)  # DistributedDataParallel under torchrun, else the model itself
+    rank, world_size = distributed_world()
+    steps = steps_per_epoch(len(train[1]), config.batch_size, world_size)
+
+    def stopping() -> bool:  # the epoch's last batch always runs: an epoch is then evaluated whole
+        return should_stop is not None and state.batch < steps and should_stop(state)
+
     began = time.perf_counter()
     out_of_time = False
     while state.epoch < config.epochs and not out_of_time:
         epoch_began = time.perf_counter()
-        for loss in train_epoch(model, optimizer, *train, config, state, amp, scaler):
+        if stopping():
+            return state
+        for loss in train_epoch(trained, optimizer, *train, config, state, amp, scaler):
             if on_step is not None:
                 on_step(state, loss)
             if max_seconds is not None and time.perf_counter() - began > max_seconds:
                 out_of_time = True
                 break
+            if stopping():
+                return state
         if not state.epoch_losses:
             raise FloatingPointError(
                 f"every batch of epoch {state.epoch + 1} gave a NaN/inf loss; lower the learning rate"
@@ -4601,148 +3099,25 @@ def fit(
             "skipped_batches": state.epoch_skipped,
             "steps": state.step,
         }
-        for name, (dev_spectrograms, dev_texts) in (dev or {}).items():
+        for name, (dev_spectrograms, dev_texts) in (dev or {}).items() if rank == 0 else ():
             result = evaluate(model, dev_spectrograms, dev_texts)
             record[name] = {"cer": result["cer"], "wer": result["wer"]}
         record["seconds"] = time.perf_counter() - epoch_began
         state.end_epoch(record)
         if log is not None:
-            errors = "  ".join(f"{name} CER {100 * record[name]['cer']:.2f}%" for name in dev or {})
+            errors = "  ".join(
+                f"{name} CER {100 * record[name]['cer']:.2f}%" for name in record if name in (dev or {})
+            )
             log(
                 f"epoch {record['epoch']}  loss {record['train_loss']:.3f}  {errors}  {record['seconds']:.1f} s"
             )
+        if on_epoch is not None:
+            on_epoch(state, record)
     model.eval()
     return state
 
 
-def mps_is_available() -> bool:
-    """Whether Apple's Metal GPU backend (MPS, Apple-silicon Macs) can be used by this torch build."""
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """The device to train on: ``"auto"`` takes CUDA, else Apple MPS, else the CPU.
-
-    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` and ``"mps"`` are taken as asked; one that is absent, or a name
-    that is none of these, raises ``ValueError`` saying what to use instead.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if mps_is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name} was asked for, but no CUDA GPU is available; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                f"numbered 0 to {torch.cuda.device_count() - 1}"
-            )
-    elif device.type == "mps" and not mps_is_available():
-        raise ValueError(
-            f"--device {name} was asked for, but Apple's MPS backend is not available (it needs an "
-            "Apple-silicon Mac and a torch build with MPS); use --device cpu"
-        )
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {name!r} is not supported here: use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-# --- Data parallelism with torchrun (§4.1: synchronous SGD over many GPUs) ---
-# The paper trains one model on many GPUs with synchronous SGD: every GPU holds a copy of the model and a
-# share of the minibatch, and the gradients are summed across GPUs (an all-reduce) before every step, so
-# all copies take the same step - the minibatch is simply spread over more hardware. PyTorch's
-# DistributedDataParallel (DDP) does the all-reduce during the backward pass. What is ours: the batch plan
-# (``distributed_batches``: SortaGrad over the global batch), the loss weighting that makes the update
-# exactly the global batch's (``shard_loss``), and BatchNorm statistics over the global batch
-# (``_global_batch_moments``). ``torchrun --nproc_per_node N train_minimal.py ...`` starts N processes.
-
-
-def distributed_world() -> tuple[int, int]:
-    """``(rank, world_size)`` of this process: ``(0, 1)`` unless a process group is initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed(device: str = "auto") -> torch.device:
-    """This process's device; under torchrun, also join the process group (NCCL on CUDA, gloo on CPU).
-
-    torchrun starts one process per GPU and tells each where it stands in environment variables:
-    ``RANK`` (0 to WORLD_SIZE - 1 over all nodes), ``WORLD_SIZE``, ``LOCAL_RANK`` (which GPU of this
-    node is its own) and ``MASTER_ADDR``/``MASTER_PORT`` to meet the others at. Without them (plain
-    ``python``) this is ``pick_device(device)`` and no group is joined.
-    """
-    chosen = pick_device(device)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return chosen
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if chosen.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise ValueError(
-                f"torchrun started local rank {local_rank}, but this node has {torch.cuda.device_count()} "
-                "CUDA GPU(s): set --nproc_per_node to at most the number of GPUs"
-            )
-        chosen, backend = torch.device("cuda", local_rank), "nccl"  # one GPU per process
-        torch.cuda.set_device(chosen)
-    elif chosen.type == "cpu":
-        backend = "gloo"
-    else:
-        raise ValueError(f"torchrun runs on CUDA GPUs (NCCL) or CPUs (gloo), not on {chosen.type!r}")
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-        atexit.register(dist.destroy_process_group)  # leave the group cleanly when the process ends
-    return chosen
-
-
-def distribute(model: nn.Module) -> nn.Module:
-    """``model`` wrapped in ``DistributedDataParallel`` when there are several processes, else ``model``.
-
-    DDP broadcasts rank 0's weights at the start (so every copy begins equal) and averages the gradients
-    over the processes during ``backward``. ``forward_sync_buffers=False``: the BatchNorm running
-    estimates need no broadcast before every forward, as every process updates them from the same global
-    statistics (they are still copied from rank 0 once, at the start). Train through the wrapper; save,
-    load and evaluate the model itself.
-    """
-    if distributed_world()[1] == 1:
-        return model
-    device = next(model.parameters()).device
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device] if device.type == "cuda" else None, forward_sync_buffers=False
-    )
-
-
-def shard_loss(loss: Tensor, value: float, count: int) -> tuple[Tensor, float]:
-    """``(loss to backpropagate, the global batch's mean loss)`` for this process's ``count`` utterances.
-
-    ``loss`` (its float ``value``) is the mean over this process's share. DDP *averages* gradients over
-    the processes, and shares may differ by one utterance, so each share's loss is weighted by
-    ``count * world_size / global_count``: the average is then the gradient of the global batch's mean
-    loss, the update one process would make. The global mean (NaN or inf if any share's is) is the same
-    on every process, so all of them skip a bad batch or none does.
-    """
-    totals = torch.tensor([value * count, float(count)], dtype=torch.float64, device=loss.device)
-    dist.all_reduce(totals)  # sums over the processes
-    global_sum, global_count = totals.tolist()
-    return loss * (count * dist.get_world_size() / global_count), global_sum / global_count
-
-
-def any_process(flag: bool) -> bool:
-    """True on every process if ``flag`` is true on any (Ctrl-C reaches them at different moments).
-
-    A collective under torchrun: every process must call it at the same point, then all act alike.
-    """
-    if distributed_world()[1] == 1:
-        return bool(flag)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    tensor = torch.tensor([float(bool(flag))], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
+# --- 12.3 Evaluation ---
 
 
 @torch.no_grad()
@@ -4791,7 +3166,7 @@ def evaluate(
     elif beam_width > 0:
         search = (beam_width, lm, alpha, beta)
         frames = [lp.numpy() for lp in log_probs]  # numpy: the workers must not run torch kernels
-        beam = _map_in_processes(_beam_search_items, (frames, search), len(frames), workers)
+        beam = map_in_processes(_beam_search_items, (frames, search), len(frames), workers)
     if beam_width > 0 or decoder is not None:
         result |= {
             "beam_cer": character_error_rate(texts, beam),
@@ -4805,6 +3180,43 @@ def _beam_search_items(recipe: tuple, indices: Iterable[int]) -> list[str]:
     """``prefix_beam_search`` on utterances ``indices`` of ``recipe = (frames, (beam_width, lm, alpha, beta))``."""
     frames, (beam_width, lm, alpha, beta) = recipe
     return [prefix_beam_search(frames[i], beam_width, lm, alpha, beta) for i in indices]
+
+
+# --- 12.4 Checkpoints, written atomically ---
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Write a file so that readers see the old file or the new one, never half of one.
+
+    ``write(temporary_path)`` writes the content to a temporary file in the destination's folder, which
+    is then renamed over ``path`` (atomic on POSIX and Windows). On any error the temporary file is
+    removed and the old file, if any, is left as it was.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(handle)
+    try:
+        write(temporary)
+        umask = os.umask(0)  # mkstemp made it private (0600): give it the usual permissions
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """``atomic_write`` for a text file (UTF-8)."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+
+    atomic_write(path, write)
 
 
 CHECKPOINT_FORMAT = "deep-speech-2-lesson/1"
@@ -4889,38 +3301,6 @@ def load_checkpoint(
 # 13. Inference and files: checking and loading audio, long recordings, transcribe()
 # ----------------------------------------------------------------------------------------------------------
 # Everything between a file on disk (or a waveform from a microphone) and the model: validation with
-# errors that say what to do, down-mixing, reading and writing audio with soundfile, cutting long
-# recordings at quiet moments, and transcribe(). Plus the one helper that writes files atomically.
-
-
-def check_waveform(waveform: Tensor, sample_rate: int = SAMPLE_RATE, window_ms: float = 20.0) -> Tensor:
-    """Validate audio before feature extraction; returns it as float32.
-
-    Raises ``ValueError`` for: a non-tensor, an empty or shorter-than-one-window signal, NaN or inf
-    samples. Shapes ``(samples,)`` and ``(B, samples)`` are accepted (use ``to_mono`` first for
-    multi-channel audio).
-    """
-    if not isinstance(waveform, Tensor):
-        waveform = torch.as_tensor(np.asarray(waveform))
-    if waveform.dim() not in (1, 2):
-        raise ValueError(
-            f"expected a waveform of shape (samples,) or (batch, samples), got shape {tuple(waveform.shape)}"
-        )
-    window, _ = frame_parameters(sample_rate, window_ms)
-    if waveform.shape[-1] == 0:
-        raise ValueError("the audio is empty (0 samples)")
-    if waveform.shape[-1] < window:
-        raise ValueError(
-            f"the audio is too short: {waveform.shape[-1]} samples ({1000 * waveform.shape[-1] / sample_rate:.1f} ms) "
-            f"at {sample_rate} Hz, but one {window_ms:g} ms analysis window needs {window} samples"
-        )
-    if not waveform.is_floating_point():
-        waveform = waveform.float()
-    if not torch.isfinite(waveform).all():
-        raise ValueError("the audio contains NaN or inf samples; check how it was loaded or generated")
-    return waveform.float()
-
-
 def to_mono(waveform: Tensor) -> Tensor:
     """Down-mix ``(channels, samples)`` to ``(samples,)`` by averaging; ``(samples,)`` passes through.
 
@@ -4939,58 +3319,6 @@ def to_mono(waveform: Tensor) -> Tensor:
     if 0 < waveform.shape[1] < waveform.shape[0]:
         waveform = waveform.T
     return waveform.float().mean(dim=0)
-
-
-# Digital silence: no sample reaches 1e-6, about 8 steps of a 24-bit file (a 16-bit file's smallest step
-# is 3e-5). Its spectrogram is the constant log(eps); normalised, that is all zeros, and whatever the model
-# outputs for it is invented. Real recordings of a quiet room have noise well above this.
-SILENT_PEAK = 1e-6
-
-
-def is_silent(waveform: Tensor) -> bool:
-    """True when no sample of ``waveform`` reaches ``SILENT_PEAK`` in magnitude."""
-    return bool(waveform.abs().max() < SILENT_PEAK) if waveform.numel() else True
-
-
-def _silent_message(waveform: Tensor) -> str:
-    return (
-        f"the audio is silent (peak amplitude {float(waveform.abs().max()):.1g} < {SILENT_PEAK:g}): there "
-        "is nothing to transcribe. Check the recording level, the channel, and that the right file was loaded"
-    )
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Write a file so that readers see the old file or the new one, never half of one.
-
-    ``write(temporary_path)`` writes the content to a temporary file in the destination's folder, which
-    is then renamed over ``path`` (atomic on POSIX and Windows). On any error the temporary file is
-    removed and the old file, if any, is left as it was.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(handle)
-    try:
-        write(temporary)
-        umask = os.umask(0)  # mkstemp made it private (0600): give it the usual permissions
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """``atomic_write`` for a text file (UTF-8)."""
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(text)
-
-    atomic_write(path, write)
 
 
 def write_wav(path: str | Path, waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> None:

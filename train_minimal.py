@@ -6,11 +6,11 @@
     python train_minimal.py --data librispeech --data-dir LibriSpeech/dev-clean            # recorded speech
     torchrun --nproc_per_node 4 train_minimal.py --device cuda --batch-size 128   # 4 GPUs, one global batch
 
-The script reads top to bottom: make the data, build the model, then for each epoch train (SortaGrad
-batches -> forward -> CTC loss -> backward -> clip -> step, all in ``implementation.train_epoch``),
-evaluate and checkpoint; finally decode with beam search and the word LM. Everything it uses lives in
-implementation.py; the defaults of the flags are those of ``DS2Config`` and ``TrainConfig`` there.
-"""
+The script reads top to bottom: make the data, build the model, then train with ``implementation.fit``
+(for each epoch: SortaGrad batches -> forward -> CTC loss -> backward -> clip -> step, then evaluate; this
+script's hooks print, checkpoint and stop on Ctrl-C); finally decode with beam search and the word LM.
+The lesson's code is implementation.py (the data beyond its letter-phones: corpora.py); the flags'
+defaults are those of its ``DS2Config`` and ``TrainConfig``."""
 
 import argparse
 import json
@@ -19,11 +19,12 @@ import signal
 import sys
 import time
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
+import corpora
 import implementation as ds2
+import production_decoder
 
 MODEL, TRAIN = ds2.DS2Config(), ds2.TrainConfig()  # the defaults of every model and training flag
 
@@ -43,11 +44,9 @@ def parse_args(argv=None):
     # fmt: off
     a = p.add_argument_group("training").add_argument
     a("--epochs", type=int, default=TRAIN.epochs, help="passes over the training set")
-    a("--batch-size", type=int, default=TRAIN.batch_size,
-      help="utterances per minibatch; under torchrun the global minibatch, dealt out to the processes")
+    a("--batch-size", type=int, default=TRAIN.batch_size, help="utterances per minibatch; under torchrun the global minibatch, dealt out to the processes")
     a("--lr", type=float, default=TRAIN.lr, help=f"peak learning rate (cosine decay to {TRAIN.lr_floor:.0%}% of it)")
-    a("--optimizer", choices=["adam", "sgd"], default=TRAIN.optimizer,
-      help="adam, or SGD with Nesterov momentum, the paper's optimiser as we recall it (try --lr 0.05)")
+    a("--optimizer", choices=["adam", "sgd"], default=TRAIN.optimizer, help="adam, or SGD with Nesterov momentum, the paper's optimiser as we recall it (try --lr 0.05)")
     a("--momentum", type=float, default=TRAIN.momentum, help="momentum for --optimizer sgd")
     a("--clip", type=float, default=TRAIN.clip, help="clip the gradient's global norm to this")
     a("--no-sortagrad", action="store_true", help="shuffle epoch 1 too (turns off §3.3's curriculum)")
@@ -60,28 +59,26 @@ def parse_args(argv=None):
     a("--conv-type", choices=["2d", "1d"], default=MODEL.conv_type, help="2d: conv over (frequency, time); 1d: over time, bins as channels (Table 4 topic)")
     a("--no-batchnorm", action="store_true", help="turn off (sequence-wise) BatchNorm (§3.2)")
     a("--unidirectional", action="store_true", help="forward-only recurrent layers (§3.7)")
-    a("--lookahead", type=int, default=MODEL.lookahead_context,
-      help="future frames for the lookahead convolution (with --unidirectional)")
+    a("--lookahead", type=int, default=MODEL.lookahead_context, help="future frames for the lookahead convolution (with --unidirectional)")
     a = p.add_argument_group("data (synthetic speech, synthesised once and cached on disk; or a real corpus)").add_argument
     a("--train-size", type=int, default=2000, help="training utterances (synthetic data)")
     a("--dev-size", type=int, default=200, help="utterances in each of dev-clean and dev-noisy (synthetic data)")
     a("--noise", type=float, default=0.5, help="fraction of training utterances with added noise (5-30 dB SNR; synthetic data)")
     a("--lm-sentences", type=int, default=20000, help="sentences of text to train the word LM on (synthetic data; a real corpus's LM learns from its training transcripts)")
     a("--data", choices=["letters", "espeak", "librispeech", "manifest"], default="letters",
-      help=f"letters: the letter-phone speech of §11; espeak: English spoken by espeak-ng (needs {ds2.ESPEAK_REQUIREMENT}); "
+      help=f"letters: the letter-phone speech of §11; espeak: English spoken by espeak-ng (needs {corpora.ESPEAK_REQUIREMENT}); "
            "librispeech: a LibriSpeech folder (--data-dir); manifest: a CSV/JSONL of audio paths and transcripts (--data-dir)")
     a("--data-dir", metavar="PATH", help="--data librispeech: a subset folder such as LibriSpeech/train-clean-100; --data manifest: the .csv/.jsonl file")
     a("--dev-dir", metavar="PATH", help="dev data in the same format as --data-dir; when absent, 10%% of the training speakers are held out")
     a("--min-seconds", type=float, default=0.5, help="real corpora: drop utterances shorter than this")
     a("--max-seconds", type=float, default=20.0, help="real corpora: drop utterances longer than this (0 = no limit)")
-    a("--cache-dir", help=f"folder of the synthesised-data cache (default: ${ds2.SPLIT_CACHE_ENV}, else {ds2.split_cache_dir(None)})")
+    a("--cache-dir", help=f"folder of the synthesised-data cache (default: ${corpora.SPLIT_CACHE_ENV}, else {corpora.split_cache_dir(None)})")
     a("--no-cache", action="store_true", help="synthesise the data afresh; neither read nor write the cache")
     a = p.add_argument_group("decoding (§3.8)").add_argument
     a("--beam-width", type=int, default=32, help="beam for the final beam-search evaluation")
     a("--alpha", type=float, default=0.5, help="LM weight")
     a("--beta", type=float, default=1.0, help="word insertion bonus")
-    a("--decoder", choices=["beam", "flashlight"], default="beam",
-      help="beam: the lesson's prefix beam search (Python); flashlight: torchaudio's ctc_decoder (C++, KenLM) for large LMs")
+    a("--decoder", choices=["beam", "flashlight"], default="beam", help="beam: the lesson's prefix beam search (Python); flashlight: torchaudio's ctc_decoder (C++, KenLM) for large LMs")
     a("--lm-path", metavar="FILE", help="a KenLM word LM (ARPA, or binary with --decoder flashlight) instead of the run's own lm.arpa")
     a = p.add_argument_group("run").add_argument
     a("--seed", type=int, default=TRAIN.seed, help="seed for data, initialisation and batch order")
@@ -91,8 +88,7 @@ def parse_args(argv=None):
     a("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes that synthesise the data and run the final beam search")
     a("--out", default="runs/ds2", help="run folder for checkpoint.pt, metrics.json, curves.png")
     a("--resume", metavar="CHECKPOINT", help="continue training from this checkpoint")
-    a("--stop-after", type=int, default=0, metavar="STEPS",
-      help="stop after this many optimizer steps, saving a resumable checkpoint as Ctrl-C does (0 = never)")
+    a("--stop-after", type=int, default=0, metavar="STEPS", help="stop after this many optimizer steps, saving a resumable checkpoint as Ctrl-C does (0 = never)")
     a = p.add_argument_group("transcribe instead of training").add_argument
     a("--transcribe", metavar="WAV", help="transcribe this audio file (any sample rate, mono or stereo)")
     a("--checkpoint", default="runs/ds2/checkpoint.pt", help="checkpoint to transcribe with")
@@ -111,35 +107,20 @@ def parse_args(argv=None):
         p.error(f"--batch-size {args.batch_size} is larger than --train-size {args.train_size}")
     if args.lm_path and not os.path.isfile(args.lm_path):
         p.error(f"--lm-path {args.lm_path}: no such file (give a KenLM ARPA or binary language model)")
-    real = args.data in ("librispeech", "manifest")
-    if real and not args.data_dir:
+    if args.data in ("librispeech", "manifest") and not args.data_dir:
         p.error(f"--data {args.data} needs --data-dir (a LibriSpeech folder or a manifest file)")
-    if not real and (args.data_dir or args.dev_dir):
+    if args.data not in ("librispeech", "manifest") and (args.data_dir or args.dev_dir):
         p.error(f"--data-dir and --dev-dir are for --data librispeech or manifest, not --data {args.data}")
     return args
 
 
-def plot_curves(history, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-")
-    ax_loss.set(xlabel="epoch", ylabel="CTC loss (nats / utterance)", title="training loss")
-    dev_splits = [name for name in history[0] if name.startswith("dev")]  # dev-clean/dev-noisy, or dev
-    for split, style in zip(dev_splits, ("-", "--"), strict=False):
-        ax_err.plot(epochs, [100 * h[split]["cer"] for h in history], "o" + style, label=f"{split} CER")
-        ax_err.plot(epochs, [100 * h[split]["wer"] for h in history], "s" + style, label=f"{split} WER")
-    ax_err.set(xlabel="epoch", ylabel="%", title="greedy error rates", yscale="log")
-    ax_err.legend()
-    speech = "synthetic speech" if "dev-clean" in dev_splits else "recorded speech"
-    fig.suptitle(f"Deep Speech 2 on {speech} (train_minimal.py)")
-    fig.tight_layout()
-    ds2.atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=110, format="png"))
-    plt.close(fig)
+def make_decoder(args, run_lm, words=()):
+    """--decoder flashlight: torchaudio's beam search with --lm-path, else the run's LM; else None."""
+    if args.decoder != "flashlight":
+        return None
+    return production_decoder.flashlight_decoder(
+        args.lm_path or run_lm, words, args.beam_width, args.alpha, args.beta
+    )
 
 
 def transcribe_file(args):
@@ -147,13 +128,66 @@ def transcribe_file(args):
     model.to(ds2.pick_device(args.device))
     waveform, sample_rate = ds2.load_audio(args.transcribe)
     run_lm = os.path.join(os.path.dirname(args.checkpoint), "lm.arpa")
+    decoder = make_decoder(args, run_lm if os.path.isfile(run_lm) else None)
     lm_path = args.lm_path or (run_lm if os.path.isfile(run_lm) else None)
-    decoder = None
-    if args.decoder == "flashlight":
-        decoder = ds2.flashlight_decoder(lm_path, (), args.beam_width, args.alpha, args.beta)
     lm = ds2.NGramLM.from_arpa(lm_path) if lm_path and decoder is None else None
     beam = args.beam_width if lm is not None else 0
     print(ds2.transcribe(model, waveform, sample_rate, lm, beam, args.alpha, args.beta, decoder=decoder))
+
+
+class Run:
+    """This script's hooks into ``implementation.fit``: a progress bar; after each epoch a printed line, a
+    checkpoint and metrics.json (rank 0 alone writes); a stop at Ctrl-C or after ``--stop-after`` steps."""
+
+    def __init__(self, args, model, optimizer, state, main_process, num_utterances):
+        self.args, self.model, self.optimizer, self.state = args, model, optimizer, state
+        self.main_process, self.checkpoint = main_process, os.path.join(args.out, "checkpoint.pt")
+        self.steps = ds2.steps_per_epoch(num_utterances, args.batch_size, ds2.distributed_world()[1])
+        self.bar, self.interrupted = None, []
+        signal.signal(signal.SIGINT, lambda *_: self.interrupted.append(True))  # stop at the next batch
+
+    def save(self, final=None):  # the model itself, not DDP's wrapper: any number of processes loads it
+        if self.main_process:
+            state, args = self.state, vars(self.args)
+            ds2.save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer.state_dict(), **vars(state), args=args)  # fmt: skip
+            history = [{k: v for k, v in record.items() if k != "steps"} for record in state.history]
+            metrics = {"history": history, **(final or {}), "args": args}
+            ds2.atomic_write_text(os.path.join(args["out"], "metrics.json"), json.dumps(metrics, indent=2))
+
+    def should_stop(self, state):  # asked on every process at the same batch: they all stop, or none
+        return ds2.any_process(bool(self.interrupted)) or 0 < self.args.stop_after <= state.step
+
+    def on_step(self, state, loss):
+        if self.bar is None:  # the epoch's first step in this run (which may resume mid-epoch)
+            desc = f"epoch {state.epoch + 1}/{self.args.epochs}"
+            self.bar = tqdm(total=self.steps, initial=state.batch - 1, desc=desc, leave=False, disable=not self.main_process)  # fmt: skip
+        self.bar.update()
+        self.bar.set_postfix(loss=f"{loss:.2f}")
+
+    def on_epoch(self, state, record):
+        self.bar = self.bar.close() if self.bar is not None else None
+        rates = "".join(
+            f"{split} CER {100 * record[split]['cer']:5.2f}% WER {100 * record[split]['wer']:5.2f}%  "
+            for split in record if split.startswith("dev")
+        )  # fmt: skip
+        print(f"epoch {record['epoch']:2d}  loss {record['train_loss']:7.3f}  {rates}{record['seconds']:5.1f} s")  # fmt: skip
+        self.save()
+
+
+def final_evaluation(args, model, data, lm, decoder):
+    """Greedy and beam search (+ word LM, §3.8) on each dev split: ``{split: rates and 5 examples}``."""
+    final = {}
+    for split in (name for name in data if name != "train"):  # dev-clean and dev-noisy, or the one "dev"
+        decode = dict(decoder=decoder, workers=args.workers)
+        result = ds2.evaluate(model, *data[split], lm, args.beam_width, args.alpha, args.beta, **decode)
+        f = final[split] = {k: v for k, v in result.items() if not k.endswith("hypotheses")}
+        examples = zip(data[split][1], result["hypotheses"], result["beam_hypotheses"], strict=True)
+        f["examples"] = [{"reference": r, "greedy": g, "beam_lm": b} for r, g, b in list(examples)[:5]]
+        print(
+            f"{split:9s}  greedy CER {100 * f['cer']:5.2f}% WER {100 * f['wer']:5.2f}%   "
+            f"beam+LM CER {100 * f['beam_cer']:5.2f}% WER {100 * f['beam_wer']:5.2f}%"
+        )
+    return final
 
 
 def main(args):
@@ -168,197 +202,69 @@ def main(args):
     if not main_process:
         sys.stdout = open(os.devnull, "w")  # the other processes train in silence; errors still show
     os.makedirs(args.out, exist_ok=True)
-    checkpoint_path = os.path.join(args.out, "checkpoint.pt")
-    t_start = time.time()
+    t_start, run_lm = time.time(), os.path.join(args.out, "lm.arpa")
 
-    # ---- the model's shape (first: a real corpus is checked for CTC feasibility against its strides)
+    # ---- data (a real corpus is checked for CTC feasibility against the model's strides), the word LM
     config = ds2.DS2Config(
-        conv_channels=(args.conv_channels,) * args.conv_layers,
-        conv_type=args.conv_type,
-        rnn_type=args.rnn_type,
-        rnn_layers=args.rnn_layers,
-        rnn_hidden=args.hidden,
-        bidirectional=not args.unidirectional,
-        lookahead_context=args.lookahead,
-        batch_norm=not args.no_batchnorm,
-    )
-
-    # ---- data: synthetic speech with disjoint speakers per split (cached on disk), a text corpus for the LM
-    sources = []  # one line per split: "... from the cache ..." or "... synthesised ..."
-    cache = dict(cache_dir=args.cache_dir, use_cache=not args.no_cache, log=sources.append)
-    real = args.data in ("librispeech", "manifest")
-    if real:  # recorded speech (§11.9): read, normalised, filtered, checked for CTC; says what it dropped
-        splits = ds2.read_corpus_splits(
-            args.data, args.data_dir, args.dev_dir, args.seed, args.min_seconds, args.max_seconds, config
-        )
-    else:  # letter-phones (§11.6) or English spoken by espeak-ng (§11.8), both cached (§11.7)
-        corpus = "espeak" if args.data == "espeak" else "letters"
-        splits = ds2.cached_splits(
-            args.train_size, args.dev_size, args.seed, args.noise, args.workers, **cache, corpus=corpus
-        )
-    data = {name: (ds2.featurize_batch(split.waveforms), split.texts) for name, split in splits.items()}
-    audio_seconds = splits["train"].durations_s().sum()
-    cached = bool(sources) and all("from the cache" in line for line in sources)  # real/--no-cache: []
-    dev_source = splits["dev"].source if real else ""
-    del splits  # the waveforms are no longer needed: keep only the spectrograms
-    if real:  # the word LM learns from the training transcripts (no grammar to sample from)
-        lm = ds2.NGramLM.train(data["train"][1], order=3)
-        print(
-            f"data: {len(data['train'][1])} train utterances ({audio_seconds / 3600:.2f} h of audio), "
-            f"{len(data['dev'][1])} dev from {dev_source}; LM on the {len(data['train'][1])} training "
-            f"transcripts ({time.time() - t_start:.1f} s)"
-        )
-    else:
-        lm_rng = np.random.default_rng([args.seed, 99])
-        lm = ds2.NGramLM.train([ds2.random_sentence(lm_rng) for _ in range(args.lm_sentences)], order=3)
-        print(
-            f"data: {len(data['train'][1])} train utterances ({audio_seconds / 60:.1f} min of audio), "
-            f"{args.dev_size} dev-clean, {args.dev_size} dev-noisy; LM on {args.lm_sentences} sentences "
-            f"({time.time() - t_start:.1f} s; audio {'from the cache' if cached else 'synthesised'})"
-        )
+        conv_channels=(args.conv_channels,) * args.conv_layers, conv_type=args.conv_type, rnn_type=args.rnn_type,
+        rnn_layers=args.rnn_layers, rnn_hidden=args.hidden, bidirectional=not args.unidirectional,
+        lookahead_context=args.lookahead, batch_norm=not args.no_batchnorm,
+    )  # fmt: skip
+    data, lm, summary = corpora.training_data(args, config)
+    print(summary)
     if main_process:
-        lm.to_arpa(os.path.join(args.out, "lm.arpa"))
-    dev_splits = [name for name in data if name != "train"]  # dev-clean and dev-noisy, or the one "dev"
-    if args.lm_path and args.decoder == "beam":  # an ARPA file replaces the run's own LM
-        lm = ds2.NGramLM.from_arpa(args.lm_path)
-    decoder = None  # flashlight: built now, so that a bad LM fails before training, not after
-    if args.decoder == "flashlight" and main_process:
-        words = {word for text in data["train"][1] for word in text.split()}  # lexicon: these + the LM's
-        lm_path = args.lm_path or os.path.join(args.out, "lm.arpa")
-        decoder = ds2.flashlight_decoder(lm_path, words, args.beam_width, args.alpha, args.beta)
+        lm.to_arpa(run_lm)
+    words = {word for text in data["train"][1] for word in text.split()}  # flashlight's lexicon, + the LM's
+    decoder = make_decoder(args, run_lm, words) if main_process else None  # now: a bad LM fails early
+    lm = ds2.NGramLM.from_arpa(args.lm_path) if args.lm_path and args.decoder == "beam" else lm
 
     # ---- model, optimiser and the run's state (a fresh start, or where a checkpoint left off)
     train_config = ds2.TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        momentum=args.momentum,
-        clip=args.clip,
-        sortagrad=not args.no_sortagrad,
-        seed=args.seed,
-    )
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        momentum=args.momentum, clip=args.clip, sortagrad=not args.no_sortagrad, seed=args.seed,
+    )  # fmt: skip
     torch.manual_seed(args.seed)
     model = ds2.DeepSpeech2(config).to(device)
-    optimizer = ds2.make_optimizer(model, train_config)
-    precision = (args.amp, ds2.grad_scaler(device, args.amp))  # a GradScaler for --amp in float16 only
-    state = ds2.TrainState()
+    optimizer, state = ds2.make_optimizer(model, train_config), ds2.TrainState()
     if args.resume:
         model, saved = ds2.load_checkpoint(args.resume, model)
         optimizer.load_state_dict(saved["optimizer"])
         state = ds2.TrainState(**{key: saved[key] for key in vars(state)})
         print(f"resumed from {args.resume}: epoch {state.epoch + 1}, batch {state.batch}, step {state.step}")
-    trained = ds2.distribute(model)  # DistributedDataParallel under torchrun, else the model itself
 
-    def save():  # the model itself (not the DDP wrapper), so any process count can load it
-        if main_process:
-            ds2.save_checkpoint(
-                checkpoint_path, model, optimizer=optimizer.state_dict(), **vars(state), args=vars(args)
-            )
-
-    # ---- Ctrl-C asks for a stop at the next batch boundary. Installed before the "model:" line is
-    # printed, so whoever sees that line (a person, or tests/test_bad_inputs.py) may press Ctrl-C.
-    interrupted = []
-    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    # ---- train with the one loop, evaluating on the held-out speakers after each epoch. Ctrl-C is caught
+    # before the "model:" line is printed, so whoever sees that line (tests/test_bad_inputs.py) may press it.
+    run = Run(args, model, optimizer, state, main_process, len(data["train"][1]))
     print(f"model: {model.num_parameters():,} parameters, {config}; device {device}")
-
-    def stop_requested():
-        # Under torchrun every process stops at the same batch, even if Ctrl-C reached only some.
-        return ds2.any_process(bool(interrupted)) or (args.stop_after and state.step >= args.stop_after)
-
-    def stop():  # the one way out of an unfinished run: save where we are and say how to go on
-        save()
+    dev = {name: split for name, split in data.items() if name != "train"}
+    hooks = dict(on_step=run.on_step, on_epoch=run.on_epoch, should_stop=run.should_stop)
+    try:
+        ds2.fit(model, data["train"], train_config, dev, optimizer, state, log=None, amp=args.amp, **hooks)
+    except FloatingPointError:
+        run.bar = run.bar and run.bar.close()  # the error goes on a line of its own
         print(
-            f"{'interrupted' if interrupted else 'stopped'} at step {state.step}: saved {checkpoint_path}; "
-            f"continue with --resume {checkpoint_path} and the same flags"
+            f"error: every batch of epoch {state.epoch + 1} gave a NaN/inf loss; lower --lr", file=sys.stderr
         )
-        return 130 if interrupted else 0
-
-    # ---- train: one epoch at a time, evaluating on the held-out speakers after each
-    while state.epoch < args.epochs:
-        t_epoch = time.time()
-        steps = ds2.steps_per_epoch(len(data["train"][1]), args.batch_size, ds2.distributed_world()[1])
-        desc = f"epoch {state.epoch + 1}/{args.epochs}"
-        bar = tqdm(total=steps, initial=state.batch, desc=desc, leave=False, disable=not main_process)
-        if state.batch < steps and stop_requested():
-            return stop()
-        for loss in ds2.train_epoch(trained, optimizer, *data["train"], train_config, state, *precision):
-            bar.update()
-            bar.set_postfix(loss=f"{loss:.2f}")
-            if state.batch < steps and stop_requested():
-                return stop()
-        bar.close()
-        if not state.epoch_losses:
-            print(
-                f"error: every batch of epoch {state.epoch + 1} gave a NaN/inf loss; lower --lr",
-                file=sys.stderr,
-            )
-            return 1
-        record = {
-            "epoch": state.epoch + 1,
-            "train_loss": float(np.mean(state.epoch_losses)),
-            "skipped_batches": state.epoch_skipped,
-        }
-        if not main_process:  # under torchrun, rank 0 alone evaluates, saves and reports
-            state.end_epoch(record)
-            continue
-        for split in dev_splits:
-            result = ds2.evaluate(model, *data[split])
-            record[split] = {"cer": result["cer"], "wer": result["wer"]}
-        record["seconds"] = time.time() - t_epoch
-        state.end_epoch(record)
-        rates = "".join(
-            f"{split} CER {100 * record[split]['cer']:5.2f}% WER {100 * record[split]['wer']:5.2f}%  "
-            for split in dev_splits
-        )
-        print(
-            f"epoch {record['epoch']:2d}  loss {record['train_loss']:7.3f}  {rates}{record['seconds']:5.1f} s"
-        )
-        save()
-        metrics = {"history": state.history, "args": vars(args)}
-        ds2.atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(metrics, indent=2))
+        return 1
+    status, again = (130 if run.interrupted else 0), f"--resume {run.checkpoint} and the same flags"
+    if state.epoch < args.epochs:  # stopped early: save where we are and say how to go on
+        run.save()
+        print(f"{'interrupted' if status else 'stopped'} at step {state.step}: saved {run.checkpoint}; continue with {again}")  # fmt: skip
+        return status
+    if status and main_process:  # Ctrl-C during the last epoch's evaluation: that epoch is saved
+        print(f"interrupted after the last epoch: saved {run.checkpoint}; for the final evaluation run again with {again}")  # fmt: skip
+    if status or not main_process:
+        return status
 
     # ---- final evaluation: greedy and beam search with the word LM (§3.8), on rank 0 only
-    if not main_process:
-        return 130 if interrupted else 0
-    if interrupted:  # Ctrl-C during the last epoch's evaluation: that epoch is already saved
-        print(
-            f"interrupted after the last epoch: saved {checkpoint_path}; for the final evaluation run "
-            f"again with --resume {checkpoint_path} and the same flags"
-        )
-        return 130
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C stops at once
-    final = {}
-    for split in dev_splits:
-        result = ds2.evaluate(
-            model,
-            *data[split],
-            lm,
-            args.beam_width,
-            args.alpha,
-            args.beta,
-            decoder=decoder,
-            workers=args.workers,
-        )
-        final[split] = {k: v for k, v in result.items() if not k.endswith("hypotheses")}
-        references, greedy, beam = data[split][1][:5], result["hypotheses"][:5], result["beam_hypotheses"][:5]
-        final[split]["examples"] = [
-            {"reference": r, "greedy": g, "beam_lm": b}
-            for r, g, b in zip(references, greedy, beam, strict=True)
-        ]
+    final = final_evaluation(args, model, data, lm, decoder)
     total_seconds = time.time() - t_start
-    metrics = {"history": state.history, "final": final, "total_seconds": total_seconds, "args": vars(args)}
-    ds2.atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(metrics, indent=2))
-    plot_curves(state.history, os.path.join(args.out, "curves.png"))
-    for split in dev_splits:
-        f = final[split]
-        print(
-            f"{split:9s}  greedy CER {100 * f['cer']:5.2f}% WER {100 * f['wer']:5.2f}%   "
-            f"beam+LM CER {100 * f['beam_cer']:5.2f}% WER {100 * f['beam_wer']:5.2f}%"
-        )
-    print(
-        f"total {total_seconds:.0f} s; run folder {args.out}/ (checkpoint.pt, metrics.json, curves.png, lm.arpa)"
-    )
+    run.save({"final": final, "total_seconds": total_seconds})
+    from visualization import plot_run_curves  # matplotlib, only now
+
+    plot_run_curves(state.history, os.path.join(args.out, "curves.png"))
+    print(f"total {total_seconds:.0f} s; run folder {args.out}/ (checkpoint.pt, metrics.json, curves.png, lm.arpa)")  # fmt: skip
     return 0
 
 

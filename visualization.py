@@ -665,12 +665,12 @@ def ctc_trellis(log_probs, text):
     can_skip = torch.zeros(length, dtype=torch.bool)
     can_skip[2:] = (extended[2:] != ds2.BLANK) & (extended[2:] != extended[:-2])
     emissions = log_probs[:, extended]  # (T, L): ln y_t(l'_s)
-    log_alpha = ds2._ctc_alpha(emissions[None], can_skip[None])[0]  # (T, L)
+    log_alpha = ds2.ctc_alpha(emissions[None], can_skip[None])[0]  # (T, L)
     # beta is the alpha recursion run backwards: time and states reversed. Reversed, state r = L - 1 - s
     # may be entered from r - 2 exactly when the original path may go from s to s + 2: can_skip[s + 2].
     skip_reversed = torch.zeros(length, dtype=torch.bool)
     skip_reversed[2:] = can_skip.flip(0)[:-2]
-    log_beta = ds2._ctc_alpha(emissions.flip(0, 1)[None], skip_reversed[None])[0].flip(0, 1)  # (T, L)
+    log_beta = ds2.ctc_alpha(emissions.flip(0, 1)[None], skip_reversed[None])[0].flip(0, 1)  # (T, L)
     log_p = torch.logsumexp(log_alpha[-1, -2:], dim=0)  # a path ends in the last letter or the last blank
     occupancy = (log_alpha + log_beta - emissions - log_p).exp()  # (T, L)
     return {
@@ -708,7 +708,7 @@ def figure_ctc_trellis(path, text="all", frames=6, seed=0):
     """The CTC trellis of a tiny example: states of the blank-extended label against frames.
 
     The per-frame probabilities are a seeded draw that leans towards one alignment of ``text``, so the
-    figure needs no trained model. The alphas and betas come from ``implementation._ctc_alpha``,
+    figure needs no trained model. The alphas and betas come from ``implementation.ctc_alpha``,
     the recursion ``ctc_loss_from_scratch`` runs; ``-ln p(y|x)`` from the alphas is shown beside
     ``implementation.ctc_loss`` (``F.ctc_loss``) on the same numbers. Returns the ``ctc_trellis`` dict.
     """
@@ -837,7 +837,7 @@ def figure_ctc_trellis(path, text="all", frames=6, seed=0):
     fig.suptitle(
         f'The CTC trellis of "{text}" over {frames} frames (§3.1; Graves et al. 2006): a path may start in '
         f"the first blank or the first letter and end in the last letter or the last blank.\n"
-        f"-ln p(y|x) = {-trellis['log_p'].item():.4f} from these alphas (implementation._ctc_alpha), "
+        f"-ln p(y|x) = {-trellis['log_p'].item():.4f} from these alphas (implementation.ctc_alpha), "
         f"{reference.item():.4f} from ds2.ctc_loss (F.ctc_loss). Per-frame probabilities: a seeded draw, "
         "not a trained model.",
         fontsize=10.5,
@@ -1041,6 +1041,25 @@ def figure_batchnorm(path, model, spectrograms, source):
 # ----------------------------------------------------------------------------------------------------------
 # 6. Training curves
 # ----------------------------------------------------------------------------------------------------------
+
+
+def plot_run_curves(history, path):
+    """curves.png of a train_minimal.py run: training loss and greedy dev error rates per epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-")
+    ax_loss.set(xlabel="epoch", ylabel="CTC loss (nats / utterance)", title="training loss")
+    dev_splits = [name for name in history[0] if name.startswith("dev")]  # dev-clean/dev-noisy, or dev
+    for split, style in zip(dev_splits, ("-", "--"), strict=False):
+        ax_err.plot(epochs, [100 * h[split]["cer"] for h in history], "o" + style, label=f"{split} CER")
+        ax_err.plot(epochs, [100 * h[split]["wer"] for h in history], "s" + style, label=f"{split} WER")
+    ax_err.set(xlabel="epoch", ylabel="%", title="greedy error rates", yscale="log")
+    ax_err.legend()
+    speech = "synthetic speech" if "dev-clean" in dev_splits else "recorded speech"
+    fig.suptitle(f"Deep Speech 2 on {speech} (train_minimal.py)")
+    fig.tight_layout()
+    ds2.atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=110, format="png"))
+    plt.close(fig)
 
 
 def figure_training_curves(path, metrics, metrics_path, quick):

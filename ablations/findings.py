@@ -1,7 +1,7 @@
 """The paper's findings beside ours: one table, computed from the committed sweep results.
 
-    python ablations/findings.py            # print the table (Markdown) from ablations/results/*.json
-    python ablations/findings.py --write    # and put it into README.md between its two markers
+    python ablations/findings.py            # print the heading, lead and table (Markdown) from results/*.json
+    python ablations/findings.py --write    # and put them into README.md, each part between its two markers
 
 Each finding is one or more comparisons between two variants of a sweep (mean over seeds of one
 statistic, usually the greedy character error rate on a dev set). The rule the verdicts follow
@@ -14,8 +14,10 @@ statistic, usually the greedy character error rate on a dev set). The rule the v
 
 A finding is *reproduced* when every comparison holds, *not reproduced* when none does, *mixed*
 otherwise. The reasons are written by hand, one per (sweep, verdict): if a rerun changes a verdict,
-``--write`` refuses until someone writes the reason for the new one. tests/test_ablations.py checks that
-README.md's table is this script's output for the committed results.
+``--write`` refuses until someone writes the reason for the new one. ``--write`` also writes the README's
+heading and lead sentence for the table (``summary``), with the verdicts counted, so the heading can never
+claim more than the table shows. tests/test_ablations.py checks that README.md's table is this script's
+output for the committed results; tests/test_docs.py checks the same of the heading and lead sentence.
 """
 
 import argparse
@@ -32,6 +34,10 @@ RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
 BEGIN = "<!-- findings table: written by python ablations/findings.py --write; do not edit by hand -->"
 END = "<!-- end of findings table -->"
+SUMMARY_BEGIN = (
+    "<!-- findings summary: written by python ablations/findings.py --write; do not edit by hand -->"
+)
+SUMMARY_END = "<!-- end of findings summary -->"
 
 
 @dataclass(frozen=True)
@@ -220,9 +226,10 @@ REASONS: dict[tuple[str, str], str] = {
         "of English characters at large strides does not arise on this speech."
     ),
     ("lookahead", "not reproduced"): (
-        "A letter-phone carries no coarticulation: each letter's sound is complete in itself, so the past"
-        " suffices and the bidirectional model has nothing to add (forward-only equals it here); the "
-        "lookahead layer then only adds weights to learn within 150 updates."
+        "Letter-phones need little future context: formants glide from one letter into the next, but each"
+        " letter's own burst, noise band or steady vowel identifies it, so the past nearly suffices and the"
+        " bidirectional model's lead is within the seed-to-seed spread; the lookahead layer then only adds "
+        "weights to learn within 150 updates."
     ),
     ("lm", "reproduced"): (
         "The word LM knows the synthetic grammar's vocabulary, so it repairs most misspelt words; on "
@@ -348,6 +355,44 @@ def table(results: dict[str, dict] | None = None) -> tuple[str, list[str]]:
     return "\n".join(lines), missing
 
 
+VERDICTS = ("reproduced", "mixed", "not reproduced")
+
+
+def verdict_of(finding: Finding, data: dict | None) -> str | None:
+    """The finding's verdict on a sweep's results (as in its table row), or None when the sweep is unfinished."""
+    if data is None or not data.get("complete"):
+        return None
+    rows = resolve({row["variant"]: row for row in data["summary"]})
+    return verdict([judge(c, rows)[0] for c in finding.comparisons])
+
+
+def summary(results: dict[str, dict] | None = None) -> str:
+    """The README's heading and lead sentence for the table: the verdicts counted, never more than they say."""
+    results = load_results() if results is None else results
+    every = findings(load_paper())
+    named: dict[str, list[str]] = {v: [] for v in VERDICTS}
+    not_run = []
+    for finding in every:
+        result = verdict_of(finding, results.get(finding.sweep))
+        (named[result] if result else not_run).append(f"`{finding.sweep}`")
+    heading = "### The paper's findings in miniature: " + ", ".join(f"{len(named[v])} {v}" for v in VERDICTS)
+    parts = [f"**{len(names)} {v}** ({', '.join(names)})" for v, names in named.items() if names]
+    if not_run:
+        parts.append(f"{len(not_run)} not run yet ({', '.join(not_run)})")
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    lead = (
+        f"Of the {len(every)} findings of the paper that `ablations/run.py` re-runs, {listed}, by the rule "
+        "below; the table gives each comparison, its spread over seeds and a likely reason."
+    )
+    return f"{heading}\n\n{lead}"
+
+
+def readme_summary(text: str) -> str:
+    """The heading and lead sentence between the README's summary markers (ValueError when missing)."""
+    start, stop = text.index(SUMMARY_BEGIN) + len(SUMMARY_BEGIN), text.index(SUMMARY_END)
+    return text[start:stop].strip()
+
+
 def readme_block(text: str) -> str:
     """The table between the README's markers (raises ValueError when the markers are missing)."""
     start, stop = text.index(BEGIN) + len(BEGIN), text.index(END)
@@ -358,20 +403,25 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--write", action="store_true", help="write the table into README.md between its markers")
     args = p.parse_args(argv)
-    text, missing = table()
-    print(text)
+    results = load_results()
+    text, missing = table(results)
+    lead = summary(results)
+    print(f"{lead}\n\n{text}")
     if not args.write:
         return 0
     if missing:
         print("error: write the likely reason for: " + "; ".join(missing), file=sys.stderr)
         return 1
     readme = README.read_text(encoding="utf-8")
-    if BEGIN not in readme or END not in readme:
-        print(f"error: README.md lacks the markers {BEGIN!r} ... {END!r}", file=sys.stderr)
-        return 1
-    head, rest = readme.split(BEGIN, 1)
-    ds2.atomic_write_text(README, f"{head}{BEGIN}\n\n{text}\n\n{END}{rest.split(END, 1)[1]}")
-    print(f"wrote the table into {README}", file=sys.stderr)
+    for begin, end in ((SUMMARY_BEGIN, SUMMARY_END), (BEGIN, END)):
+        if begin not in readme or end not in readme:
+            print(f"error: README.md lacks the markers {begin!r} ... {end!r}", file=sys.stderr)
+            return 1
+    for begin, end, block in ((SUMMARY_BEGIN, SUMMARY_END, lead), (BEGIN, END, text)):
+        head, rest = readme.split(begin, 1)
+        readme = f"{head}{begin}\n\n{block}\n\n{end}{rest.split(end, 1)[1]}"
+    ds2.atomic_write_text(README, readme)
+    print(f"wrote the heading, lead sentence and table into {README}", file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,7 @@ Every run is a (sweep, variant, seed) key. It trains through implementation.py's
 (``ds2.fit``: SortaGrad batches, ``train_step``, the learning-rate schedule) and is evaluated with
 ``ds2.evaluate`` (greedy, and prefix beam search with the word LM, §3.8). After each finished run the
 sweep's JSON file is rewritten atomically, so an interrupted sweep continues where it stopped and a
-finished run is never repeated. The data come from ``ds2.cached_splits``: synthesised once, then read
+finished run is never repeated. The data come from ``corpora.cached_splits``: synthesised once, then read
 from the on-disk cache. ablations/README.md says what each sweep runs, its size and its time budget,
 and documents the JSON file.
 """
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import corpora  # noqa: E402
 import implementation as ds2  # noqa: E402
 
 RESULTS = ROOT / "ablations" / "results"
@@ -99,7 +100,7 @@ class Run:
     x: float | int | str  # the plot's x value
     model: dict  # DS2Config fields
     train: dict  # TrainConfig fields
-    data: dict  # ds2.cached_splits arguments: train_size, dev_size, seed, train_noise_fraction
+    data: dict  # corpora.cached_splits arguments: train_size, dev_size, seed, train_noise_fraction
     decode: dict  # beam_width, alpha, beta, lm_sentences, and for the lm sweep its grid
     extra: dict = field(default_factory=dict)  # sweep-specific facts about the variant
 
@@ -129,7 +130,7 @@ def make_run(sweep, size: Size, variant, series, x, seed, model=None, train=None
             "train_size": size.train_size,
             "dev_size": size.dev_size,
             "seed": size.data_seed,
-            "synthesis_code": ds2.synthesis_code_hash()[:16],  # the synthesiser changed: other data
+            "synthesis_code": corpora.synthesis_fingerprint()[:16],  # another synthesiser's audio: other data
             "train_noise_fraction": size.train_noise_fraction,
             **(data or {}),
         },
@@ -396,9 +397,10 @@ BUILDERS = {
 }
 
 # The committed sizes: each sweep fits about 20 minutes on 2 CPU cores with --jobs 2 (ablations/README.md
-# has the estimates). The default 0.57M-parameter model trains at about 47 ms per utterance on one core
-# here, so a run of 600 utterances x 4 epochs (150 updates of 16) takes about 2 minutes with its
-# evaluation. Larger runs saturate dev-clean: 800 x 5 reached a greedy CER near 1%.
+# has the estimates). In the committed results the default 0.57M-parameter model trains at about 21 ms
+# per utterance per epoch on one core, so a run of 600 utterances x 4 epochs (150 updates of 16) takes
+# about a minute with its evaluation (55-59 s: the lookahead sweep's bidirectional runs). Larger runs
+# saturate dev-clean: 800 x 5 reached a greedy CER near 2% (lm.json: 1.7%, the mean over 3 seeds).
 SIZES = {
     "lm": Size(train_size=800, epochs=5, note="one larger model per seed, decoded many ways"),
     "sortagrad": Size(),
@@ -437,7 +439,7 @@ def load_data(data: dict, cache_dir: str | None) -> dict:
     key = json.dumps(data, sort_keys=True)
     if key not in _DATA:
         recipe = {k: v for k, v in data.items() if k != "synthesis_code"}
-        splits = ds2.cached_splits(**recipe, cache_dir=cache_dir)
+        splits = corpora.cached_splits(**recipe, cache_dir=cache_dir)
         featurised = {name: (ds2.featurize_batch(s.waveforms), s.texts) for name, s in splits.items()}
         featurised["train_hours"] = float(splits["train"].durations_s().sum() / 3600)
         while len(_DATA) >= 2:
@@ -448,8 +450,7 @@ def load_data(data: dict, cache_dir: str | None) -> dict:
 
 def load_lm(data_seed: int, sentences: int) -> ds2.NGramLM:
     if (data_seed, sentences) not in _LMS:  # the same text corpus train_minimal.py trains its LM on
-        rng = np.random.default_rng([data_seed, 99])
-        _LMS[data_seed, sentences] = ds2.NGramLM.train([ds2.random_sentence(rng) for _ in range(sentences)])
+        _LMS[data_seed, sentences] = ds2.grammar_lm(data_seed, sentences)
     return _LMS[data_seed, sentences]
 
 
@@ -491,7 +492,9 @@ def execute(run: dict, cache_dir: str | None = None, threads: int = 1) -> dict:
         "train_utterances": len(train[1]),
         "dropped_for_ctc": len(texts) - len(train[1]),
         "train_hours": data["train_hours"],
-        "synthesis_code": ds2.synthesis_code_hash()[:16],  # the code that made this process's data
+        "synthesis_code": corpora.synthesis_fingerprint()[
+            :16
+        ],  # the fingerprint of the synthesiser that made this process's data
         "extra": dict(run.get("extra", {})),
         "error": None,
         "final": None,
@@ -810,7 +813,7 @@ def execute_all(pending: list[Run], args):
         # Fill the cache once, here, before any worker asks for the same split.
         lines = []
         recipe = {k: v for k, v in data.items() if k != "synthesis_code"}
-        ds2.cached_splits(**recipe, workers=args.jobs, cache_dir=args.cache_dir, log=lines.append)
+        corpora.cached_splits(**recipe, workers=args.jobs, cache_dir=args.cache_dir, log=lines.append)
         print("  data: " + "; ".join(line.split(" (")[0].split(", cached")[0] for line in lines), flush=True)
     items = [dataclasses.asdict(run) for run in pending]
     if args.jobs == 1:
@@ -847,7 +850,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     p.add_argument(
-        "--cache-dir", help=f"synthesised-data cache (default: ${ds2.SPLIT_CACHE_ENV} or ~/.cache/...)"
+        "--cache-dir", help=f"synthesised-data cache (default: ${corpora.SPLIT_CACHE_ENV} or ~/.cache/...)"
     )
     p.add_argument("--fresh", action="store_true", help="discard the sweep's finished runs and start over")
     p.add_argument("--no-plot", action="store_true", help="write the JSON only, no PNG")

@@ -47,6 +47,7 @@ from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState, ctc_decod
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import implementation as ds2  # noqa: E402
+import production_decoder  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------
 # Held-out sentences and posteriorgrams
@@ -351,10 +352,18 @@ def main() -> None:
             )
             rows.append((f"fl lexicon + KenLM, {merge}", result, ours_lm))
         # The CLI's --decoder flashlight: the same LM, ours' alpha and beta (they mean the same there).
-        decode = ds2.flashlight_decoder(arpa, beam_width=beam, alpha=ours_ab[0], beta=ours_ab[1])
+        decode = production_decoder.flashlight_decoder(
+            arpa, beam_width=beam, alpha=ours_ab[0], beta=ours_ab[1]
+        )
         began = time.perf_counter()
         texts = [decode(lp) for lp in test_lp]
-        rows.append(("ds2.flashlight_decoder (CLI's)", (texts, time.perf_counter() - began, 0), ours_lm))
+        rows.append(
+            (
+                "production_decoder.flashlight_decoder (CLI's)",
+                (texts, time.perf_counter() - began, 0),
+                ours_lm,
+            )
+        )
         for name, (hyps, secs, fails), reference_ours in rows:
             same = sum(h == o for h, o in zip(hyps, reference_ours, strict=True)) / len(hyps)
             agree = "" if name.startswith("ours") else f"{100 * same:8.1f}%"

@@ -1,13 +1,14 @@
 """GRU layer speed on the CPU: our recurrence (``GRURecurrence``) vs ``torch.gru``, the same layer and weights.
 
-``GRULayer`` has two paths to one result (tested equal in ``tests/test_implementation.py``):
-  * ``_run_recurrence`` (CPU training): ``B(W h^{l-1})`` computed once, then ``GRURecurrence`` - a
+``GRULayer`` has two fast paths to the readable layer's result (tested equal in ``tests/test_fast_paths.py``):
+  * ``_forward_bptt`` (CPU training): ``B(W h^{l-1})`` computed once, then ``fast_paths.GRURecurrence`` - a
     forward without autograd, one batched matmul per step for both directions, and a hand-written BPTT;
-  * ``_run_fused_kernel`` (inference, GPUs; CPU training too before 2026-12-01): BatchNorm folded into
+  * ``_forward_kernel`` (inference, GPUs; CPU training too before 2026-12-01): BatchNorm folded into
     ``W`` and ``torch.gru`` once per direction, which on the CPU records a dozen autograd ops per step.
 
-Measured: one layer on random input of the default model's shapes (B=32 utterances, T=190 frames after
-the conv front-end, lengths spread from T/2 to T), the default model's two layers (328 -> 128 and
+Measured: one layer on random input of the default model's layer shapes (B=32 utterances, T=190 frames
+after the conv front-end, lengths spread from T/2 to T; B=32 was train_minimal.py's batch until
+2026-12-01, it trains in batches of 16 now: ``--batch 16``), the default model's two layers (328 -> 128 and
 128 -> 128, bidirectional) and a unidirectional one; training (forward + backward, BatchNorm in
 training mode) and inference (eval mode, no autograd). The two paths run interleaved in the same
 process after a warm-up; the table gives the median wall time over ``--repeats`` and the ratio
@@ -43,18 +44,17 @@ LAYERS = [  # (input size I, hidden size H, bidirectional): the default model's 
 def time_layer(layer, x, lengths, grad_output, train: bool, repeats: int) -> dict[str, tuple]:
     """Median wall and CPU milliseconds of each path, interleaved: ``{path: (wall_ms, cpu_ms)}``."""
     layer.train(train)
-    mask = ds2.lengths_to_mask(lengths, x.shape[1])
-    paths = {"torch.gru": layer._run_fused_kernel, "ours": layer._run_recurrence}
+    paths = {"torch.gru": layer._forward_kernel, "ours": layer._forward_bptt}
     wall, cpu = {name: [] for name in paths}, {name: [] for name in paths}
 
     def once(run):
         if train:
             layer.zero_grad(set_to_none=True)
             x.grad = None
-            (run(x, lengths, mask) * mask[..., None] * grad_output).sum().backward()
+            (run(x, lengths) * grad_output).sum().backward()
         else:
             with torch.no_grad():
-                run(x, lengths, mask)
+                run(x, lengths)
 
     for run in paths.values():  # warm-up
         once(run)
@@ -70,7 +70,7 @@ def time_layer(layer, x, lengths, grad_output, train: bool, repeats: int) -> dic
 class FusedKernelGRULayer(ds2.GRULayer):
     """The same layer with the fused-kernel path for CPU training too (the lesson before 2026-12-01)."""
 
-    _run_recurrence = ds2.GRULayer._run_fused_kernel
+    _forward_bptt = ds2.GRULayer._forward_kernel
 
 
 def time_training_steps(batch_size: int, steps: int, seed: int) -> dict[str, float]:

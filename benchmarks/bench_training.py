@@ -19,7 +19,7 @@ Measured in one run, on the same threads:
       - "as of issue 11": the step as it ran when issue 11 was filed (commit 2761ddf^): the packed GRU
         and the conv front-end in PyTorch's default memory format, with ``nn.Conv2d``'s own backward;
   * the FLOPs that compute the recurrent layers' BatchNorm statistics from covariances
-    (``_linear_moments``, extra work the other steps do not do), and the FLOP rate without them;
+    (``fast_paths.linear_moments``, extra work the other steps do not do), and the FLOP rate without them;
   * the data side: synthesis speed (x real time, with a babble bank as ``make_splits`` builds one) and
     featurisation (one batched STFT per split).
 
@@ -204,7 +204,7 @@ def batchnorm_statistics_flops(counter: FlopCounterMode) -> int:
     """FLOPs of the recurrent layers' ``torch.mm`` calls: exactly the covariance-based BatchNorm statistics.
 
     (``GRULayer``'s projections and recurrence run as batched matmuls, ``bmm``/``baddbmm``; only
-    ``_linear_moments`` and its backward use plain ``mm``.)
+    ``fast_paths.linear_moments`` and its backward use plain ``mm``.)
     """
     return sum(
         flops

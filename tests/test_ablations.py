@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import corpora  # noqa: E402
 import implementation as ds2  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("ablations_run", ROOT / "ablations" / "run.py")
@@ -81,7 +82,7 @@ def test_each_sweep_writes_the_documented_json_and_png(quick_study, name):
         assert (
             record["synthesis_code"]
             == record["spec"]["data"]["synthesis_code"]
-            == ds2.synthesis_code_hash()[:16]
+            == corpora.synthesis_fingerprint()[:16]
         )
         assert record["parameters"] == run.count_parameters(record["spec"]["model"]) > 0
         assert record["wall_seconds"] > 0 and record["train_hours"] > 0

@@ -1,4 +1,4 @@
-"""Real corpora (implementation.py §11.9, issue 14): LibriSpeech folders and CSV/JSONL manifests.
+"""Real corpora (corpora.py section 3, issue 14): LibriSpeech folders and CSV/JSONL manifests.
 
 The tests write a tiny LibriSpeech-shaped folder and manifests themselves: FLAC files (via soundfile) of
 the lesson's own synthetic speech, so the audio is speech-like. They check reading, normalisation,
@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import corpora  # noqa: E402
 import implementation as ds2  # noqa: E402
 
 SAMPLE_RATE = ds2.SAMPLE_RATE
@@ -64,12 +65,12 @@ def libri(tmp_path_factory):
 
 def test_librispeech_is_read_and_normalised(libri):
     folder, written = libri
-    utterances, dropped, problems = ds2.read_librispeech(folder)
+    utterances, dropped, problems = corpora.read_librispeech(folder)
     assert (dropped, problems) == ({}, [])
     assert {u.audio.stem: u.text for u in utterances} == written  # upper case in the file, lower case here
     assert all(u.speaker == u.audio.stem.split("-")[0] for u in utterances)
     assert all(u.text == u.text.lower() and not ds2.outside_alphabet(u.text) for u in utterances)
-    split = ds2.load_corpus_split(utterances, "train", min_seconds=0.0, max_seconds=0.0)
+    split = corpora.load_corpus_split(utterances, "train", min_seconds=0.0, max_seconds=0.0)
     assert len(split) == len(written) and split.dropped == {}
     assert isinstance(split, ds2.SyntheticSplit) and split.sample_rate == SAMPLE_RATE
     first = written[Path(split.files[0]).stem]
@@ -87,7 +88,7 @@ def test_a_transcript_that_cannot_be_represented_is_reported_with_its_line_and_s
     lines[1] = f"2-{CHAPTER}-0001 CHAPTER 7 THE CAT"  # a digit: cannot be said in the alphabet
     lines.append(f"2-{CHAPTER}-0009 NO SUCH FILE")  # its audio is missing
     transcript.write_text("\n".join(lines) + "\n")
-    utterances, dropped, problems = ds2.read_librispeech(folder)
+    utterances, dropped, problems = corpora.read_librispeech(folder)
     assert len(utterances) == 2 * PER_SPEAKER - 1
     assert dropped == {"characters outside the alphabet": 1, "missing audio file": 1}
     assert (
@@ -120,8 +121,8 @@ def write_manifests(folder: Path, libri_folder: Path, written: dict[str, str]) -
 def test_csv_and_jsonl_manifests_read_the_same_utterances(libri, tmp_path):
     folder, written = libri
     csv_path, jsonl_path = write_manifests(tmp_path / "manifests", folder, written)
-    from_csv, dropped_csv, problems_csv = ds2.read_manifest(csv_path)
-    from_jsonl, dropped_jsonl, problems_jsonl = ds2.read_manifest(jsonl_path)
+    from_csv, dropped_csv, problems_csv = corpora.read_manifest(csv_path)
+    from_jsonl, dropped_jsonl, problems_jsonl = corpora.read_manifest(jsonl_path)
     assert [(u.audio.resolve(), u.text) for u in from_csv] == [(u.audio, u.text) for u in from_jsonl]
     assert {u.audio.stem: u.text for u in from_csv} == written
     assert all(u.audio.is_file() for u in from_csv)  # "../..." relative to the manifest's folder
@@ -140,7 +141,7 @@ def test_without_speakers_utterances_are_held_out_and_the_description_says_so(li
     folder, written = libri
     _, jsonl_path = write_manifests(tmp_path / "manifests", folder, written)
     lines = []
-    splits = ds2.read_corpus_splits("manifest", jsonl_path, min_seconds=0.0, log=lines.append)
+    splits = corpora.read_corpus_splits("manifest", jsonl_path, min_seconds=0.0, log=lines.append)
     assert len(splits["dev"]) == round(0.1 * len(written)) and len(splits["train"]) + len(splits["dev"]) == 60
     assert "held-out utterances: 6 of 60" in splits["dev"].source
     assert "dev speakers may also be heard in training" in splits["dev"].source
@@ -149,23 +150,23 @@ def test_without_speakers_utterances_are_held_out_and_the_description_says_so(li
 
 def test_held_out_speakers_are_disjoint_about_ten_percent_and_fixed_by_the_seed(libri):
     folder, _ = libri
-    utterances, _, _ = ds2.read_librispeech(folder)
-    train, dev, how = ds2.hold_out_speakers(utterances, 0.1, seed=0)
+    utterances, _, _ = corpora.read_librispeech(folder)
+    train, dev, how = corpora.hold_out_speakers(utterances, 0.1, seed=0)
     train_speakers, dev_speakers = {u.speaker for u in train}, {u.speaker for u in dev}
     assert not train_speakers & dev_speakers and len(train_speakers | dev_speakers) == NUM_SPEAKERS
     assert len(dev_speakers) == 2 and len(dev) == 2 * PER_SPEAKER and len(train) + len(dev) == len(utterances)
     assert how == f"held-out speakers: 2 of {NUM_SPEAKERS} (10%, seed 0)"
-    assert ds2.hold_out_speakers(utterances, 0.1, seed=0)[1] == dev  # the same on every run
-    others = [{u.speaker for u in ds2.hold_out_speakers(utterances, 0.1, seed=s)[1]} for s in range(1, 6)]
+    assert corpora.hold_out_speakers(utterances, 0.1, seed=0)[1] == dev  # the same on every run
+    others = [{u.speaker for u in corpora.hold_out_speakers(utterances, 0.1, seed=s)[1]} for s in range(1, 6)]
     assert any(held != dev_speakers for held in others)  # the seed chooses them
     with pytest.raises(ValueError, match="one speaker.*give --dev-dir"):
-        ds2.hold_out_speakers([u for u in utterances if u.speaker == "100"], 0.1)
+        corpora.hold_out_speakers([u for u in utterances if u.speaker == "100"], 0.1)
 
 
 def test_read_corpus_splits_reports_the_held_out_dev_split(libri):
     folder, _ = libri
     lines = []
-    splits = ds2.read_corpus_splits("librispeech", folder, seed=0, min_seconds=0.0, log=lines.append)
+    splits = corpora.read_corpus_splits("librispeech", folder, seed=0, min_seconds=0.0, log=lines.append)
     assert list(splits) == ["train", "dev"]
     assert not set(splits["train"].speakers) & set(splits["dev"].speakers)
     assert lines[0].startswith(f"train: {len(splits['train'])} utterances (") and "dropped 0" in lines[0]
@@ -174,17 +175,17 @@ def test_read_corpus_splits_reports_the_held_out_dev_split(libri):
 
 def test_the_duration_filter_drops_and_counts(libri):
     folder, _ = libri
-    utterances, _, _ = ds2.read_librispeech(folder)
+    utterances, _, _ = corpora.read_librispeech(folder)
     seconds = np.array([soundfile.info(str(u.audio)).duration for u in utterances])
     low, high = np.quantile(seconds, [0.25, 0.75])
-    split = ds2.load_corpus_split(utterances, "train", min_seconds=low, max_seconds=high)
+    split = corpora.load_corpus_split(utterances, "train", min_seconds=low, max_seconds=high)
     short, long = int((seconds < low).sum()), int((seconds > high).sum())
     assert short > 0 and long > 0
     assert split.dropped == {f"shorter than {low:g} s": short, f"longer than {high:g} s": long}
     assert len(split) == len(utterances) - short - long
     assert all(low <= d <= high + 1e-9 for d in split.durations_s())
     with pytest.raises(ValueError, match="0 <= min <= max"):
-        ds2.load_corpus_split(utterances, "train", min_seconds=3.0, max_seconds=2.0)
+        corpora.load_corpus_split(utterances, "train", min_seconds=3.0, max_seconds=2.0)
 
 
 def test_ctc_feasibility_is_checked_at_its_exact_boundary(tmp_path):
@@ -198,8 +199,8 @@ def test_ctc_feasibility_is_checked_at_its_exact_boundary(tmp_path):
     utterances = []
     for name, samples, text in (("fits", 1920, "hello"), ("short", 1919, "hello"), ("helo", 1919, "helo")):
         soundfile.write(tmp_path / f"{name}.flac", noise[:samples], SAMPLE_RATE, format="FLAC")
-        utterances.append(ds2.CorpusUtterance(tmp_path / f"{name}.flac", text, "1", f"test:{name}"))
-    split = ds2.load_corpus_split(utterances, "train", config, min_seconds=0.0)
+        utterances.append(corpora.CorpusUtterance(tmp_path / f"{name}.flac", text, "1", f"test:{name}"))
+    split = corpora.load_corpus_split(utterances, "train", config, min_seconds=0.0)
     assert [Path(f).stem for f in split.files] == ["fits", "helo"]  # "helo" needs only 4 frames
     assert split.dropped == {"too short for the transcript under CTC": 1}
 
@@ -212,8 +213,8 @@ def test_stereo_audio_at_another_rate_is_down_mixed_and_resampled(tmp_path):
     stereo = np.stack([at_22k, 0.5 * at_22k], axis=1)  # (samples, channels), soundfile's layout
     soundfile.write(tmp_path / "a.flac", stereo, 22050, format="FLAC")
     (tmp_path / "m.csv").write_text("audio,text\na.flac,the cat sat\n", encoding="utf-8-sig")  # a BOM
-    utterances, _, _ = ds2.read_manifest(tmp_path / "m.csv")
-    split = ds2.load_corpus_split(utterances, "train", min_seconds=0.0)
+    utterances, _, _ = corpora.read_manifest(tmp_path / "m.csv")
+    split = corpora.load_corpus_split(utterances, "train", min_seconds=0.0)
     assert split.waveforms[0].dim() == 1 and abs(len(split.waveforms[0]) - len(audio)) <= 1
     # The oracle: soundfile's samples, averaged over the channels, resampled by torchaudio.functional.
     written, _ = soundfile.read(tmp_path / "a.flac", dtype="float32")  # (samples, 2)
@@ -221,7 +222,7 @@ def test_stereo_audio_at_another_rate_is_down_mixed_and_resampled(tmp_path):
     torch.testing.assert_close(split.waveforms[0], expected, atol=1e-4, rtol=0)
     assert split.sample_rates == {22050: 1}  # the file's own rate, and the report says it was resampled
     lines = []
-    ds2._report_split(split, lines.append)
+    corpora._report_split(split, lines.append)
     assert lines[1] == "  resampled to 16000 Hz: 1 at 22050 Hz"
 
 
@@ -236,8 +237,8 @@ def test_unreadable_and_silent_audio_are_dropped_and_counted(tmp_path):
     (tmp_path / "m.jsonl").write_text(
         "".join(json.dumps({"audio": n, "text": "a dog"}) + "\n" for n in names)
     )
-    utterances, _, _ = ds2.read_manifest(tmp_path / "m.jsonl")
-    split = ds2.load_corpus_split(utterances, "train", min_seconds=0.0)
+    utterances, _, _ = corpora.read_manifest(tmp_path / "m.jsonl")
+    split = corpora.load_corpus_split(utterances, "train", min_seconds=0.0)
     assert [Path(f).stem for f in split.files] == ["ok"]
     assert split.dropped == {"unreadable audio": 1, "silent": 1, "NaN or inf samples": 1}
     assert split.problems[0].startswith(f"{tmp_path / 'm.jsonl'}:1: cannot read ")
@@ -245,47 +246,47 @@ def test_unreadable_and_silent_audio_are_dropped_and_counted(tmp_path):
 
 def test_missing_or_malformed_inputs_give_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no folder .*nowhere.*openslr.org/12"):
-        ds2.read_corpus_splits("librispeech", tmp_path / "nowhere")
+        corpora.read_corpus_splits("librispeech", tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no \*\.trans\.txt files under .*empty"):
-        ds2.read_librispeech(tmp_path / "empty")
+        corpora.read_librispeech(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no manifest file .*missing.csv"):
-        ds2.read_manifest(tmp_path / "missing.csv")
+        corpora.read_manifest(tmp_path / "missing.csv")
     (tmp_path / "bad.csv").write_text("filename,words\na.flac,hello\n")
     with pytest.raises(ValueError, match=r"has no audio path column; name it one of \['audio'"):
-        ds2.read_manifest(tmp_path / "bad.csv")
+        corpora.read_manifest(tmp_path / "bad.csv")
     (tmp_path / "m.txt").write_text("a.flac hello\n")
     with pytest.raises(ValueError, match="must be a .csv, .tsv or .jsonl file, got '.txt'"):
-        ds2.read_manifest(tmp_path / "m.txt")
+        corpora.read_manifest(tmp_path / "m.txt")
     with pytest.raises(ValueError, match="kind must be one of"):
-        ds2.read_corpus_splits("timit", tmp_path)
+        corpora.read_corpus_splits("timit", tmp_path)
 
 
 def test_dev_dir_is_used_and_must_not_share_files_with_training(libri, tmp_path):
     folder, _ = libri
     dev_folder = tmp_path / "dev-tiny"
     write_librispeech(dev_folder, speakers=[900, 901])
-    splits = ds2.read_corpus_splits("librispeech", folder, dev_folder, min_seconds=0.0, log=None)
+    splits = corpora.read_corpus_splits("librispeech", folder, dev_folder, min_seconds=0.0, log=None)
     assert splits["dev"].source == str(dev_folder) and len(splits["dev"]) == 2 * PER_SPEAKER
     assert len(splits["train"]) == NUM_SPEAKERS * PER_SPEAKER  # no speakers held out of train
     overlapping = tmp_path / "dev-overlapping"
     write_librispeech(overlapping, speakers=[100, 902])  # speaker 100 also speaks in training
-    splits = ds2.read_corpus_splits("librispeech", folder, overlapping, min_seconds=0.0, log=None)
+    splits = corpora.read_corpus_splits("librispeech", folder, overlapping, min_seconds=0.0, log=None)
     assert splits["dev"].source == f"{overlapping} (1 of its speakers also speak in training)"
     root = tmp_path / "LibriSpeech"  # the whole corpus, training and dev subsets together: refused
     write_librispeech(root / "train-clean-5", speakers=[1, 2])
     write_librispeech(root / "dev-clean", speakers=[3])
     with pytest.raises(ValueError, match=r"subsets \['dev-clean', 'train-clean-5'\], training and held-out"):
-        ds2.read_librispeech(root)
-    assert len(ds2.read_librispeech(root / "train-clean-5")[0]) == 2 * PER_SPEAKER
+        corpora.read_librispeech(root)
+    assert len(corpora.read_librispeech(root / "train-clean-5")[0]) == 2 * PER_SPEAKER
     with pytest.raises(ValueError, match="in both the training data and --dev-dir"):
-        ds2.read_corpus_splits("librispeech", folder, folder / "100", log=None)
+        corpora.read_corpus_splits("librispeech", folder, folder / "100", log=None)
 
 
 def test_filters_that_leave_nothing_say_what_was_dropped(libri):
     folder, _ = libri
     with pytest.raises(ValueError, match=r"no usable train utterances .*longer than 0.1 s.*--max-seconds"):
-        ds2.read_corpus_splits("librispeech", folder, min_seconds=0.0, max_seconds=0.1, log=None)
+        corpora.read_corpus_splits("librispeech", folder, min_seconds=0.0, max_seconds=0.1, log=None)
 
 
 TINY = [
@@ -352,10 +353,10 @@ def test_train_minimal_bad_corpus_flags_give_one_line(tmp_path, capsys):
 
 
 def test_the_report_shows_ten_problems_and_counts_the_rest():
-    split = ds2.CorpusSplit([], [], [], "train", source="somewhere", dropped={"missing audio file": 12})
+    split = corpora.CorpusSplit([], [], [], "train", source="somewhere", dropped={"missing audio file": 12})
     split.problems = [f"m.csv:{line}: no audio file; skipped" for line in range(2, 14)]
     lines = []
-    ds2._report_split(split, lines.append)
+    corpora._report_split(split, lines.append)
     assert lines[0] == "train: 0 utterances (0.0 min) from somewhere; dropped 12: 12 missing audio file"
     assert lines[1:11] == [f"  {problem}" for problem in split.problems[:10]]
     assert lines[11:] == ["  ... and 2 more (all in the split's .problems)"]

@@ -16,6 +16,7 @@ import torch
 import torch.serialization
 
 import implementation as ds2
+import production_decoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,23 +75,27 @@ def sentences():
 
 
 def test_flashlight_tokens_are_our_alphabet_with_the_space_renamed():
-    assert len(ds2.FLASHLIGHT_TOKENS) == ds2.NUM_CLASSES
-    for index, (ours, theirs) in enumerate(zip(ds2.ALPHABET, ds2.FLASHLIGHT_TOKENS, strict=True)):
+    assert len(production_decoder.FLASHLIGHT_TOKENS) == ds2.NUM_CLASSES
+    for index, (ours, theirs) in enumerate(
+        zip(ds2.ALPHABET, production_decoder.FLASHLIGHT_TOKENS, strict=True)
+    ):
         assert theirs == ("|" if ours == " " else ours), index
 
 
 def test_arpa_vocabulary_reads_the_unigrams_of_our_arpa_file(lm_and_arpa):
     lm, path = lm_and_arpa
-    words = ds2.arpa_vocabulary(path)
+    words = production_decoder.arpa_vocabulary(path)
     assert sorted(words) == sorted(w for w in lm.vocabulary if w not in (ds2.BOS, ds2.EOS, ds2.UNK))
-    assert ds2.language_model_format(path) == "arpa"
+    assert production_decoder.language_model_format(path) == "arpa"
 
 
 @pytest.mark.parametrize("use_lm", [False, True])
 def test_both_decoders_read_peaked_posteriors_of_a_known_text(lm_and_arpa, sentences, use_lm):
     lm, path = lm_and_arpa
     alpha, beta = (0.5, 1.0) if use_lm else (0.0, 0.0)
-    flashlight = ds2.flashlight_decoder(path if use_lm else None, beam_width=16, alpha=alpha, beta=beta)
+    flashlight = production_decoder.flashlight_decoder(
+        path if use_lm else None, beam_width=16, alpha=alpha, beta=beta
+    )
     for text in sentences:
         for p, hold in ((0.9, 1), (0.6, 1), (0.9, 4)):
             log_probs = peaked(text, p, hold)
@@ -101,8 +106,8 @@ def test_both_decoders_read_peaked_posteriors_of_a_known_text(lm_and_arpa, sente
 def test_flashlight_scores_like_our_beam_search_on_our_arpa_file(lm_and_arpa, sentences):
     """The same Q(y) = log p_ctc + alpha ln p_lm + beta words, so KenLM really read our ARPA file."""
     lm, path = lm_and_arpa
-    plain = ds2.flashlight_decoder(path, beam_width=16, alpha=0.0, beta=0.0)
-    with_lm = ds2.flashlight_decoder(path, beam_width=16, alpha=0.5, beta=1.0)
+    plain = production_decoder.flashlight_decoder(path, beam_width=16, alpha=0.0, beta=0.0)
+    with_lm = production_decoder.flashlight_decoder(path, beam_width=16, alpha=0.5, beta=1.0)
     for text in sentences:
         log_probs = peaked(text, 0.9)
         exact = dict(prune_log_prob=-math.inf, max_labels_per_frame=None)  # no pruning: the exact sum
@@ -124,8 +129,8 @@ def test_on_noisy_posteriors_flashlight_with_the_lm_repairs_what_greedy_gets_wro
     texts = [ds2.random_sentence(rng) for _ in range(30)]
     posteriors = [noisy(text, rng) for text in texts]
     greedy = [ds2.greedy_decode(lp)[0] for lp in posteriors]
-    lexicon_free = ds2.flashlight_decoder(None, beam_width=16)
-    with_lm = ds2.flashlight_decoder(path, beam_width=16, alpha=0.5, beta=1.0)
+    lexicon_free = production_decoder.flashlight_decoder(None, beam_width=16)
+    with_lm = production_decoder.flashlight_decoder(path, beam_width=16, alpha=0.5, beta=1.0)
     ours = [ds2.prefix_beam_search(lp, 16) for lp in posteriors]
     # Without an LM both beam searches find (nearly) the best path: the same as each other and as greedy.
     theirs = [lexicon_free(lp) for lp in posteriors]
@@ -139,13 +144,13 @@ def test_on_noisy_posteriors_flashlight_with_the_lm_repairs_what_greedy_gets_wro
 def test_flashlight_with_a_binary_lm_needs_words_and_a_lexicon_is_spellable(tmp_path):
     binary = tmp_path / "lm.bin"
     binary.write_bytes(b"mmap lm http://kheafield.com/code format version 5\n\0\0\0")
-    assert ds2.language_model_format(binary) == "binary"
+    assert production_decoder.language_model_format(binary) == "binary"
     with pytest.raises(ValueError, match="binary file, whose words cannot be read"):
-        ds2.flashlight_decoder(binary)
+        production_decoder.flashlight_decoder(binary)
     # Upper-case LM words (LibriSpeech's) are spelt in lower case; unspellable ones are left out.
     arpa = tmp_path / "upper.arpa"
     ds2.NGramLM.train(["THE CAT SAT", "THE DOG RAN"], order=2).to_arpa(arpa)
-    decode = ds2.flashlight_decoder(arpa, words=["x-ray", "7up"], beam_width=8, alpha=0.5)
+    decode = production_decoder.flashlight_decoder(arpa, words=["x-ray", "7up"], beam_width=8, alpha=0.5)
     assert sorted(decode.lexicon.values()) == ["cat", "dog", "ran", "sat", "the"]
     assert decode(peaked("the dog sat")) == "the dog sat"
 
@@ -168,13 +173,13 @@ def test_a_bad_lm_path_is_one_clear_error(tmp_path, content, error, message):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(error, match=message):
-        ds2.flashlight_decoder(path)
+        production_decoder.flashlight_decoder(path)
 
 
 def test_missing_flashlight_text_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "flashlight.lib.text.decoder", None)  # import now fails
     with pytest.raises(ImportError, match=r"pip install flashlight-text"):
-        ds2.flashlight_decoder()
+        production_decoder.flashlight_decoder()
 
 
 def test_evaluate_and_transcribe_take_the_flashlight_decoder(lm_and_arpa):
@@ -183,7 +188,7 @@ def test_evaluate_and_transcribe_take_the_flashlight_decoder(lm_and_arpa):
     model = ds2.DeepSpeech2(ds2.DS2Config(conv_channels=(4,), rnn_layers=1, rnn_hidden=16)).eval()
     rng = np.random.default_rng(0)
     waveform = ds2.synthesize_speech("the cat sat", ds2.random_speaker(rng), rng)
-    decode = ds2.flashlight_decoder(path, beam_width=4, alpha=0.5, beta=1.0)
+    decode = production_decoder.flashlight_decoder(path, beam_width=4, alpha=0.5, beta=1.0)
     (log_probs,) = ds2.predict(model, [ds2.featurize(waveform)])
     expected = decode(log_probs)
     result = ds2.evaluate(model, [ds2.featurize(waveform)], ["the cat sat"], decoder=decode)
@@ -282,7 +287,10 @@ def test_amp_step_runs_the_model_in_bf16_and_the_ctc_loss_in_float32(monkeypatch
 
 def test_float16_amp_scales_the_loss_and_skips_steps_that_overflow(monkeypatch):
     """The float16 path (CUDA GPUs without bf16), run on the CPU: GradScaler skips, then steps."""
-    monkeypatch.setattr(ds2, "amp_dtype", lambda device: torch.float16)
+    import devices
+
+    for module in (ds2, devices):  # train_step's autocast (implementation) and grad_scaler (devices)
+        monkeypatch.setattr(module, "amp_dtype", lambda device: torch.float16)
     spectrograms, texts = tiny_batch()
     batch = ds2.collate(spectrograms, texts)
     model = tiny_model()
@@ -377,7 +385,7 @@ def test_cli_trains_and_decodes_with_flashlight_and_the_runs_own_lm(tmp_path):
     transcribed = run(*flags, "--decoder", "flashlight")
     assert transcribed.returncode == 0, transcribed.stderr[-2000:]
     model, _ = ds2.load_checkpoint(tmp_path / "checkpoint.pt")
-    decode = ds2.flashlight_decoder(tmp_path / "lm.arpa", beam_width=4, alpha=0.5, beta=1.0)
+    decode = production_decoder.flashlight_decoder(tmp_path / "lm.arpa", beam_width=4, alpha=0.5, beta=1.0)
     expected = ds2.transcribe(model, *ds2.load_audio(audio), decoder=decode)
     assert transcribed.stdout.strip() == expected
 

@@ -9,11 +9,15 @@
   of the seed text and the corrected misstatements are not repeated; as an extra cross-check, when the
   lesson's fact sheet (../shared/PAPER_FACTS.md) is beside the repository, the file agrees with it;
 * the default training-set size the docs state is train_minimal.py's;
+* numbers about this repository are read, not retyped: CHEATSHEET.md's defaults from DS2Config,
+  TrainConfig and train_minimal.py's flags; README.md's findings heading (its verdict counts), sweep sizes
+  and study cost, and ablations/README.md's speeds, from ablations/findings.py and the committed JSON;
 * README's test command is the one .ci/run runs.
 """
 
 import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import re
@@ -142,18 +146,23 @@ def api_names() -> list[str]:
     return names
 
 
+ENGINE_ROOM = ("fast_paths", "devices", "corpora", "production_decoder")  # named with their module
+
+
 def test_cheatsheet_api_table_names_exist_in_implementation():
     names = api_names()
     assert len(names) >= 40, f"the API table should list the public API; found only {names}"
     missing = []
+    engine_room = {name: importlib.import_module(name) for name in ENGINE_ROOM}
     for name in names:
-        target = implementation
-        for part in name.split("."):
+        module, _, rest = name.partition(".")
+        target, name_in_it = (engine_room[module], rest) if module in engine_room else (implementation, name)
+        for part in name_in_it.split("."):
             if not hasattr(target, part):
                 missing.append(name)
                 break
             target = getattr(target, part)
-    assert not missing, f"CHEATSHEET.md's API table names things implementation.py lacks: {missing}"
+    assert not missing, f"CHEATSHEET.md's API table names things its modules lack: {missing}"
 
 
 def test_cheatsheet_api_table_covers_the_designs_public_api():
@@ -579,6 +588,30 @@ MISSTATEMENTS = [
         re.compile(r"\bmax\w*\b[^.]*\binstead of sum[^.]*\b(?:cannot|can't|never)\b", re.I),
         "a max-instead-of-sum beam search still spells doubled letters; it loses the other alignments",
     ),
+    # Issue 21's review.
+    (
+        re.compile(
+            r"\bstreamable\b|\bstreaming (?:model|\(unidirectional)|^#+\s*(?:\d+\.\s*)?Streaming\b", re.I
+        ),
+        "this lesson does not stream (the per-utterance normalisation needs the whole recording): "
+        "say that lookahead bounds the network's latency",
+    ),
+    (
+        re.compile(r"forward-only (?:models? )?(?:equals|(?:is |are )?as good as)", re.I),
+        "forward-only trails bidirectional within the seed spread (lookahead.json): not equal",
+    ),
+    (
+        re.compile(r"\bno coarticulation\b", re.I),
+        "the synthetic speech's formants glide from letter to letter (coarticulation); say 'little'",
+    ),
+    (
+        re.compile(r"\btested reproduction\b|\bfindings, reproduced\b", re.I),
+        "most of the paper's findings are not reproduced here: README's findings table counts them",
+    ),
+    (
+        re.compile(r"same shape of curve", re.I),
+        "no committed measurement shows the data-scaling curve's shape in miniature",
+    ),
 ]
 # "1 vs 7 layers, 14.40 vs 9.52" shows depth, not BatchNorm (the Table 1 topic is BN at each depth).
 DEPTH_AS_BATCHNORM = re.compile(r"14\.40\s*(?:/|vs\.?|against|->|to)\s*9\.52")
@@ -595,13 +628,20 @@ def misstatements(text: str) -> list[str]:
     return findings
 
 
-# README.md is rewritten by its own owner; add it here once its sentences are fixed.
-CORRECTED_FILES = [PAPER_NOTES, CHEATSHEET, ROOT / "visualization.py"]
+CORRECTED_FILES = [PAPER_NOTES, CHEATSHEET, README, ROOT / "visualization.py"]
+NOTEBOOK = ROOT / "notebook.ipynb"
 
 
-@pytest.mark.parametrize("path", CORRECTED_FILES, ids=lambda p: p.name)
+def notebook_markdown() -> str:
+    """The notebook's markdown cells, one after another (its code and outputs are not prose)."""
+    cells = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
+    return "\n\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", [*CORRECTED_FILES, NOTEBOOK], ids=lambda p: p.name)
 def test_corrected_misstatements_are_not_repeated(path):
-    findings = misstatements(path.read_text(encoding="utf-8"))
+    text = notebook_markdown() if path == NOTEBOOK else path.read_text(encoding="utf-8")
+    findings = misstatements(text)
     assert not findings, "\n".join(findings)
 
 
@@ -614,6 +654,12 @@ def test_the_misstatement_check_can_fail():
         "a model about a hundred times narrower;",
         'That is why a beam search that keeps maxima instead of summing prefixes,\n   cannot write "hello".',
         "| BatchNorm with depth: 1 / 7 recurrent layers (simple RNNs) | §3.2, Table 1 topic | 14.40 / 9.52 |",
+        "python train_minimal.py --unidirectional --lookahead 10   # streamable model (§3.7)",
+        "## 10. Streaming: a unidirectional model with lookahead (§3.7)",
+        "the ablation study finds forward-only models as good as bidirectional ones",
+        "A letter-phone carries no coarticulation: each letter's sound is complete in itself",
+        "A from-scratch, tested reproduction of **Deep Speech 2**",
+        "try `--train-size 300` and `10000`: the same shape of curve, in miniature",
     ]
     for text in wrong:
         assert misstatements(text), f"not caught: {text!r}"
@@ -623,6 +669,9 @@ def test_the_misstatement_check_can_fail():
         "the gradient with respect to the unnormalised outputs, the form Graves et al. 2006 give.",
         "Keeping the max instead of the sum still spells `ll`; it loses the other alignments.",
         "GRU vs simple RNN at depth 1: simple RNN 14.40 / 10.56 / 9.78 / 9.52.",
+        "- **Streaming** would use the unidirectional model; this lesson does not stream.",
+        "## 10. A unidirectional model with lookahead, and the network's latency (§3.7)",
+        "Letter-phones carry little coarticulation; forward-only trails bidirectional within the spread.",
     ]
     for text in right:
         assert not misstatements(text), f"wrongly flagged: {text!r}"
@@ -649,7 +698,7 @@ def unhedged_recalled_facts(text: str) -> list[str]:
     return findings
 
 
-@pytest.mark.parametrize("path", [PAPER_NOTES, CHEATSHEET], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [PAPER_NOTES, CHEATSHEET, README], ids=lambda p: p.name)
 def test_recalled_facts_are_marked_recalled(path):
     findings = unhedged_recalled_facts(path.read_text(encoding="utf-8"))
     assert not findings, "\n".join(findings)
@@ -689,6 +738,148 @@ def test_docs_state_the_default_training_set_size():
     wrong = [entry for entry in stated if entry[2] != default]
     assert not wrong, f"train_minimal.py trains on {default:,} utterances by default; the docs say {wrong}"
     assert {name for name, _, _ in stated} >= {PAPER_NOTES.name, CHEATSHEET.name}, stated
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Numbers about this repository, read from the code and the committed results rather than retyped
+# ---------------------------------------------------------------------------------------------------------
+
+ABLATIONS = ROOT / "ablations"
+_findings_spec = importlib.util.spec_from_file_location("docs_findings", ABLATIONS / "findings.py")
+findings_module = importlib.util.module_from_spec(_findings_spec)
+sys.modules["docs_findings"] = findings_module  # its dataclasses look the module up while it runs
+_findings_spec.loader.exec_module(findings_module)
+SWEEPS = findings_module.load_results(ABLATIONS / "results")  # the committed, complete-or-not sweeps
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_readme_findings_heading_and_lead_follow_the_verdicts():
+    """The heading above the findings table counts the table's verdicts (findings.py --write writes it)."""
+    readme = README.read_text(encoding="utf-8")
+    assert findings_module.readme_summary(readme) == findings_module.summary(SWEEPS), (
+        "README.md's findings heading differs from the committed results: run python ablations/findings.py --write"
+    )
+    verdicts = [
+        findings_module.verdict_of(finding, SWEEPS.get(finding.sweep))
+        for finding in findings_module.findings(findings_module.load_paper())
+    ]
+    heading = re.search(r"^### The paper's findings.*$", readme, re.M)
+    assert heading, "README.md lacks the heading of its findings table"
+    for verdict in findings_module.VERDICTS:
+        assert f" {verdicts.count(verdict)} {verdict}" in heading.group(0), (heading.group(0), verdict)
+
+
+def test_readme_sweep_sizes_are_the_committed_ones():
+    """README's sizes of the ablation sweeps (utterances, epochs, seeds) and the study's cost are the JSON's."""
+    text = flat(README.read_text(encoding="utf-8"))
+    sizes = {name: data["size"] for name, data in SWEEPS.items()}
+    base = {name: size for name, size in sizes.items() if name not in ("lm", "scaling")}
+    assert base, "no committed sweeps"
+    shapes = {(size["train_size"], size["epochs"], size["seeds_per_variant"]) for size in base.values()}
+    assert len(shapes) == 1, f"the sweeps README calls 'most' differ in size: {base}"
+    train, epochs, seeds = shapes.pop()
+    expected = [f"most sweeps: {train} training utterances, {epochs} epochs, {seeds} seeds per variant"]
+    if "lm" in sizes:
+        lm = sizes["lm"]
+        expected.append(
+            f"the `lm` sweep: {lm['train_size']} utterances, {lm['epochs']} epochs, {lm['seeds_per_variant']} seeds"
+        )
+    if "scaling" in SWEEPS:
+        utterances = [run["train_utterances"] for run in SWEEPS["scaling"]["runs"]]
+        expected.append(
+            f"the `scaling` sweep: {min(utterances):,} to {max(utterances):,} utterances at a fixed number of "
+            f"updates, {sizes['scaling']['seeds_per_variant']} seeds"
+        )
+    trained = [run for data in SWEEPS.values() for run in data["runs"] if not run.get("reused_from")]
+    minutes = sum(run["wall_seconds"] for run in trained) / 60
+    expected.append(f"{minutes:.0f} minutes of compute over {len(trained)} runs")
+    missing = [phrase for phrase in expected if phrase not in text]
+    assert not missing, f"README.md should say, as ablations/results/*.json do: {missing}"
+
+
+def test_ablations_readme_speeds_are_the_committed_ones():
+    """ablations/README.md's training speed, evaluation time and example progress line are the JSON's."""
+    text = flat((ABLATIONS / "README.md").read_text(encoding="utf-8"))
+    per_utterance = []  # each variant's mean seconds per epoch over its training utterances, in ms
+    for data in SWEEPS.values():
+        utterances = {run["variant"]: run["train_utterances"] for run in data["runs"]}
+        per_utterance += [
+            1000 * row["seconds_per_epoch"]["mean"] / utterances[row["variant"]]
+            for row in data["summary"]
+            if row["variant"] in utterances  # the lm sweep's rows are decoders of one variant
+        ]
+    assert f"{min(per_utterance):.0f} to {max(per_utterance):.0f} ms per utterance per epoch" in text
+    evaluation = {
+        name: [
+            run["wall_seconds"] - run["train_seconds"] for run in data["runs"] if not run.get("reused_from")
+        ]
+        for name, data in SWEEPS.items()
+    }
+    others = [seconds for name, values in evaluation.items() if name != "lm" for seconds in values]
+    assert f"{min(others):.0f} to {max(others):.0f} s of evaluation per run" in text
+    if evaluation.get("lm"):
+        assert f"up to {max(evaluation['lm']):.0f} s for the `lm` sweep's grid" in text
+    example = re.search(r"\[gru \d+/\d+\] gru-3 seed 0: ([\d,]+) params, (\d+) s", text)
+    assert example, "ablations/README.md lacks its example progress line"
+    run = next(run for run in SWEEPS["gru"]["runs"] if run["key"] == "gru-3/seed0")
+    assert example.groups() == (f"{run['parameters']:,}", f"{run['wall_seconds']:.0f}"), example.group(0)
+
+
+def cheatsheet_ours(row: str) -> str:
+    """The 'ours' cell of a row of CHEATSHEET.md's table of hyperparameters, found by its first cell."""
+    for line in section(CHEATSHEET, "The paper's hyperparameters").splitlines():
+        if line.startswith("|") and table_cells(line)[0] == row:
+            return table_cells(line)[2]
+    raise AssertionError(f"CHEATSHEET.md's hyperparameter table has no row '{row}'")
+
+
+def test_cheatsheet_defaults_are_the_codes():
+    """Every default CHEATSHEET.md states is read from DS2Config, TrainConfig or train_minimal.py's flags."""
+    model, train = implementation.DS2Config(), implementation.TrainConfig()
+    cli = importlib.import_module("train_minimal").parse_args([])
+    bins = implementation.frame_parameters(model.sample_rate, model.window_ms, model.stride_ms)[0] // 2 + 1
+    expected = {
+        "input": [f"{model.window_ms:g} ms / {model.stride_ms:g} ms", f"{bins} bins"]
+        + [f"{model.spectrogram_floor_db:g} dB floor"],
+        "conv layers": [f"{len(model.conv_channels)} (`--conv-layers`)"],
+        "conv channels": [f"{model.conv_channels[0]} each (`--conv-channels`)"],
+        "recurrent layers": [f"{model.rnn_layers} (`--rnn-layers`)"],
+        "hidden units": [f"{model.rnn_hidden} (`--hidden`)"],
+        "cell": [f"{model.rnn_type.upper()} (`--rnn-type {model.rnn_type}`"],
+        "optimiser": [
+            f"{'Adam' if train.optimizer == 'adam' else 'SGD'}, lr {train.lr:g}",
+            f"cosine to {100 * train.lr_floor:g}%",
+        ],
+        "batch size": [f"{train.batch_size} (`--batch-size`)"],
+        "gradient clipping": [f"global norm {train.clip:g} (`--clip`)"],
+        "LM": [f"alpha {cli.alpha}", f"beta {cli.beta}", f"beam {cli.beam_width}"],
+    }
+    assert len(set(model.conv_channels)) == 1, "the table says 'N each': say each layer's channels instead"
+    wrong = {
+        row: (cheatsheet_ours(row), phrase)
+        for row, phrases in expected.items()
+        for phrase in phrases
+        if phrase not in cheatsheet_ours(row)
+    }
+    assert not wrong, f"CHEATSHEET.md's defaults differ from the code's (cell, expected): {wrong}"
+    commands = "\n".join(code_blocks(CHEATSHEET))
+    assert f"({train.epochs} epochs, batch {train.batch_size})" in commands
+    # The blank-only stage passes within the first epoch: the steps of one epoch at the defaults.
+    steps = -(-cli.train_size // train.batch_size)
+    assert f"within the first epoch ({steps} steps)" in flat(CHEATSHEET.read_text(encoding="utf-8"))
+
+
+def test_readme_says_what_a_checkpoint_can_transcribe():
+    """A learner who tries their own voice is told it needs a model trained on a real corpus (issue 21)."""
+    text = flat(section(README, "Three ways"))
+    assert "--transcribe" in text
+    for phrase in ("letter-phones only", "espeak-ng's voices only", "--data librispeech"):
+        assert phrase in text, (
+            f"README.md's 'Three ways' should say '{phrase}' beside its --transcribe example"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------

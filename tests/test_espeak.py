@@ -1,4 +1,4 @@
-"""Tests for the espeak-ng corpus (implementation.py §11.8, issue 14): determinism, splits, audio, errors.
+"""Tests for the espeak-ng corpus (corpora.py section 2, issue 14): determinism, splits, audio, errors.
 
 Names used: EspeakSpeaker, ESPEAK_DEV_VOICES, ESPEAK_TRAIN_VOICES, ESPEAK_VARIANTS, ESPEAK_SAMPLE_RATE,
 ESPEAK_INSTALL_HINT, espeak_speak, synthesize_espeak_speech, make_espeak_speaker_pool, make_espeak_split,
@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
+import corpora
 import implementation as ds2
 
-ec = ds2  # the espeak-ng corpus lives in implementation.py §11.8
+ec = corpora  # the espeak-ng corpus lives in corpora.py
 
 
 def _espeak_installed() -> bool:

@@ -163,7 +163,7 @@ def test_paper_results_figure_draws_the_json_numbers(tmp_path, monkeypatch):
 
 def _brute_force_trellis(log_probs, text):
     """alpha_t(s) and the state occupancy by enumerating every path (prefix) over blank and the text's
-    letters: the oracle for visualization.ctc_trellis, which runs implementation._ctc_alpha."""
+    letters: the oracle for visualization.ctc_trellis, which runs implementation.ctc_alpha."""
     labels = ds2.encode_text(text).tolist()
     frames, states = log_probs.shape[0], 2 * len(labels) + 1
     symbols = sorted({ds2.BLANK, *labels})
