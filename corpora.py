@@ -57,6 +57,7 @@ from implementation import (
     check_split_arguments,
     ctc_min_frames,
     encode_text,
+    estimate_causal_prior,
     featurize_batch,
     grammar_lm,
     is_silent,
@@ -1227,8 +1228,9 @@ def read_corpus_splits(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def training_data(args, config: DS2Config) -> tuple[dict, NGramLM, str]:
-    """What ``train_minimal.py`` trains on: ``({split: (spectrograms, texts)}, word LM, a summary line)``.
+def training_data(args, config: DS2Config) -> tuple[dict, NGramLM, str, DS2Config]:
+    """What ``train_minimal.py`` trains on: ``({split: (spectrograms, texts)}, word LM, a summary line,
+    config)``; a causal model's config comes back with the training set's normalisation prior.
 
     ``args``: its flags (``data``, ``train_size``, ``dev_size``, ``seed``, ``noise``, ``workers``,
     ``lm_sentences``, ``cache_dir``, ``no_cache``; for a real corpus ``data_dir``, ``dev_dir``,
@@ -1251,7 +1253,14 @@ def training_data(args, config: DS2Config) -> tuple[dict, NGramLM, str]:
         splits = cached_splits(
             args.train_size, args.dev_size, args.seed, args.noise, args.workers, **cache, corpus=corpus
         )
-    data = {name: (featurize_batch(split.waveforms), split.texts) for name, split in splits.items()}
+    if config.normalize == "causal" and config.normalize_prior is None:  # the training set's, once
+        raw = featurize_batch(splits["train"].waveforms, raw=True)
+        prior = estimate_causal_prior(raw, config.spectrogram_floor_db)
+        config = dataclasses.replace(config, normalize_prior=prior)
+    prior = config.causal_prior
+    data = {
+        name: (featurize_batch(split.waveforms, prior=prior), split.texts) for name, split in splits.items()
+    }
     hours, trained_on = splits["train"].durations_s().sum() / 3600, len(data["train"][1])
     if real:  # the word LM learns from the training transcripts (no grammar to sample from)
         lm = NGramLM.train(data["train"][1], order=3)
@@ -1267,4 +1276,4 @@ def training_data(args, config: DS2Config) -> tuple[dict, NGramLM, str]:
             f"{args.dev_size} dev-noisy; LM on {args.lm_sentences} sentences ({time.time() - t_start:.1f} s; "
             f"audio {'from the cache' if cached else 'synthesised'})"
         )
-    return data, lm, summary
+    return data, lm, summary, config

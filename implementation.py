@@ -332,10 +332,103 @@ def normalize_spectrogram(
     return normalized[0] if single else normalized
 
 
+# Per-utterance statistics need the whole recording, so a model trained on them cannot stream (§3.7).
+# The causal alternative normalises frame t with statistics of frames 0..t only: the running mean and
+# variance of everything heard so far, started from a prior (the training set's, weighted as
+# ``CAUSAL_PRIOR_FRAMES`` frames) so that the first frames are not normalised by a handful of values, and
+# the floor set from the loudest bin heard so far. Late in an utterance it approaches the per-utterance
+# normalisation; early on it leans on the prior. It runs in float64 on running sums, so a stream fed in
+# chunks gets exactly what the whole recording gets.
+NORMALIZATIONS = ("utterance", "causal")
+CAUSAL_PRIOR_FRAMES = 50  # the prior weighs as much as half a second of audio
+
+
+class CausalNormalizer:
+    """Streaming-safe normalisation: ``normalizer(spec (B, F, t)) -> (B, F, t)``, state carried across calls.
+
+    Frame ``t`` is floored at ``floor_db`` below the loudest bin of frames ``0..t``, then normalised by
+    the mean and standard deviation of every floored value of frames ``0..t`` and of a prior: ``prior =
+    (mean, var)`` (``estimate_causal_prior``) counted as ``prior_frames`` frames. A fresh normalizer per
+    utterance; calling it on the frames of one utterance in pieces gives what one call on all of them
+    gives.
+    """
+
+    def __init__(self, prior: tuple[float, float], batch: int = 1, floor_db: float | None = 50.0,
+                 prior_frames: int = CAUSAL_PRIOR_FRAMES):  # fmt: skip
+        mean, var = (float(v) for v in prior)
+        self.floor = None if floor_db is None else floor_db * math.log(10.0) / 10.0  # dB -> ln of power
+        self.peak = torch.full((batch, 1), -math.inf, dtype=torch.float64)
+        self.prior_frames, self.prior = prior_frames, (mean, var)
+        self.sums = None  # running (count, sum, sum of squares) per utterance, float64
+
+    def __call__(self, spec: Tensor) -> Tensor:
+        x = spec.double()  # (B, F, t)
+        bins = x.shape[1]
+        if self.sums is None:
+            mean, var = self.prior
+            count = float(self.prior_frames * bins)
+            self.sums = [
+                torch.full((x.shape[0], 1), v) for v in (count, count * mean, count * (var + mean**2))
+            ]
+        if self.floor is not None:
+            peak = torch.cummax(torch.maximum(x.amax(dim=1), self.peak), dim=1).values  # (B, t), heard so far
+            self.peak = peak[:, -1:]
+            x = torch.maximum(x, peak[:, None, :] - self.floor)
+        count = self.sums[0] + bins * torch.arange(1, x.shape[2] + 1, dtype=torch.float64)  # (B, t)
+        total = self.sums[1] + x.sum(dim=1).cumsum(dim=1)  # (B, t)
+        squares = self.sums[2] + x.square().sum(dim=1).cumsum(dim=1)  # (B, t)
+        self.sums = [count[:, -1:], total[:, -1:], squares[:, -1:]]
+        mean = total / count
+        std = (squares / count - mean.square()).clamp_min(0.0).sqrt()
+        return ((x - mean[:, None, :]) / (std[:, None, :] + 1e-5)).to(spec.dtype)
+
+
+def causal_normalize_spectrogram(
+    spec: Tensor, prior: tuple[float, float], lengths: Tensor | None = None, floor_db: float | None = 50.0
+) -> Tensor:
+    """``CausalNormalizer`` over whole utterances: ``(F, T)`` or ``(B, F, T)``; padded frames are 0."""
+    single = spec.dim() == 2
+    spec = spec.unsqueeze(0) if single else spec  # (B, F, T)
+    normalized = CausalNormalizer(prior, spec.shape[0], floor_db)(spec)
+    if lengths is not None:  # frames past the end never reach a valid frame: they come after it
+        normalized = normalized.masked_fill(
+            ~lengths_to_mask(lengths.to(spec.device), spec.shape[2])[:, None, :], 0.0
+        )
+    return normalized[0] if single else normalized
+
+
+def estimate_causal_prior(
+    spectrograms: Sequence[Tensor], floor_db: float | None = 50.0
+) -> tuple[float, float]:
+    """The causal normaliser's prior: mean and variance of the floored values of training utterances.
+
+    ``spectrograms``: log power spectrograms ``(F, T_i)`` (``log_spectrogram``), floored as the
+    normaliser floors them (its peak is causal too, so the prior does not depend on itself).
+    """
+    total, squares, count = 0.0, 0.0, 0
+    for spec in spectrograms:
+        x = spec.double()
+        if floor_db is not None:
+            peak = torch.cummax(x.amax(dim=0), dim=0).values  # (T,)
+            x = torch.maximum(x, peak[None, :] - floor_db * math.log(10.0) / 10.0)
+        total, squares, count = total + float(x.sum()), squares + float(x.square().sum()), count + x.numel()
+    if count == 0:
+        raise ValueError("estimate_causal_prior needs at least one spectrogram")
+    mean = total / count
+    return mean, squares / count - mean**2
+
+
 def featurize(
-    waveform: Tensor, sample_rate: int = SAMPLE_RATE, expected_sample_rate: int = SAMPLE_RATE, floor_db=50.0
+    waveform: Tensor,
+    sample_rate: int = SAMPLE_RATE,
+    expected_sample_rate: int = SAMPLE_RATE,
+    floor_db=50.0,
+    prior: tuple[float, float] | None = None,
 ) -> Tensor:
     """One mono utterance -> the model's input: normalised log power spectrogram ``(F, T)``.
+
+    Normalised per utterance (``normalize_spectrogram``), or causally with ``prior`` given
+    (``causal_normalize_spectrogram``; a model's ``DS2Config.normalize_prior``).
 
     Raises ``ValueError`` for multi-channel audio (down-mix with ``to_mono``), for a sample rate the
     model was not built for (resample, or use ``transcribe`` which does both for you), and for silent
@@ -355,17 +448,26 @@ def featurize(
     waveform = check_waveform(waveform, sample_rate)
     if is_silent(waveform):
         raise ValueError(_silent_message(waveform))
-    return normalize_spectrogram(log_spectrogram(waveform, sample_rate), floor_db=floor_db)
+    spec = log_spectrogram(waveform, sample_rate)  # (F, T)
+    if prior is not None:
+        return causal_normalize_spectrogram(spec, prior, floor_db=floor_db)
+    return normalize_spectrogram(spec, floor_db=floor_db)
 
 
 def featurize_batch(
-    waveforms: Sequence[Tensor], sample_rate: int = SAMPLE_RATE, floor_db=50.0, batch_size: int = 64
+    waveforms: Sequence[Tensor],
+    sample_rate: int = SAMPLE_RATE,
+    floor_db=50.0,
+    batch_size: int = 64,
+    prior: tuple[float, float] | None = None,
+    raw: bool = False,
 ) -> list[Tensor]:
     """Many mono utterances -> their ``featurize`` outputs, a list of ``(F, T_i)``, with batched STFTs.
 
     Utterances of similar length are padded into ``(batch_size, samples)`` batches and go through one
     ``torch.stft`` each: the same numbers as ``featurize`` one by one (frames never overlap the padding,
     see ``log_spectrogram``; normalisation uses each utterance's valid frames), for far fewer calls.
+    ``prior``: normalise causally (as ``featurize``); ``raw``: return the log power spectrograms.
     """
     waveforms = [check_waveform(waveform, sample_rate) for waveform in waveforms]
     for waveform in waveforms:
@@ -380,7 +482,12 @@ def featurize_batch(
         batch = nn.utils.rnn.pad_sequence([waveforms[i] for i in chosen], batch_first=True)  # (B, samples)
         lengths = num_frames(torch.tensor([len(waveforms[i]) for i in chosen]), sample_rate)  # (B,)
         spec = log_spectrogram(batch, sample_rate)  # (B, F, T)
-        spec = normalize_spectrogram(spec, lengths, floor_db=floor_db)  # (B, F, T)
+        if raw:  # the log power spectrogram itself (estimate_causal_prior wants it)
+            pass
+        elif prior is not None:  # causal: frames past an utterance's end come after it, so never reach it
+            spec = causal_normalize_spectrogram(spec, prior, lengths, floor_db=floor_db)  # (B, F, T)
+        else:
+            spec = normalize_spectrogram(spec, lengths, floor_db=floor_db)  # (B, F, T)
         for row, index in enumerate(chosen):
             features[index] = spec[row, :, : lengths[row]].clone()  # (F, T_i)
     return features
@@ -856,6 +963,8 @@ class DS2Config:
     window_ms: float = 20.0  # 20 ms windows ... (§3.1, recalled)
     stride_ms: float = 10.0  # ... with a 10 ms stride
     spectrogram_floor_db: float | None = 50.0  # see normalize_spectrogram: clean vs noisy mismatch
+    normalize: str = "utterance"  # "utterance": each utterance's own statistics; "causal": streamable
+    normalize_prior: tuple[float, float] | None = None  # "causal": the training set's (mean, var)
     conv_channels: tuple[int, ...] = (8, 8)  # one entry per conv layer (1-3); the paper: (32, 32, 96)
     conv_type: str = "2d"  # "2d": frequency x time; "1d": time only, bins as channels (Table 4 topic)
     conv_time_stride: int = 2  # the first conv layer's stride in time (§3.6): T' is about T / this
@@ -869,7 +978,15 @@ class DS2Config:
 
     def __post_init__(self):
         self.conv_channels = tuple(self.conv_channels)
+        if self.normalize_prior is not None:
+            self.normalize_prior = tuple(float(v) for v in self.normalize_prior)
         problems = []
+        if self.normalize not in NORMALIZATIONS:
+            problems.append(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+        if self.normalize_prior is not None and (
+            len(self.normalize_prior) != 2 or self.normalize_prior[1] <= 0
+        ):
+            problems.append(f"normalize_prior must be (mean, variance > 0), got {self.normalize_prior}")
         if not 1 <= len(self.conv_channels) <= 3:
             problems.append(f"conv_channels must list 1 to 3 layers (§3.5), got {self.conv_channels}")
         if any(int(c) < 1 for c in self.conv_channels):
@@ -906,7 +1023,18 @@ class DS2Config:
         return window // 2 + 1
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "conv_channels": list(self.conv_channels)}
+        prior = None if self.normalize_prior is None else list(self.normalize_prior)
+        return {**asdict(self), "conv_channels": list(self.conv_channels), "normalize_prior": prior}
+
+    @property
+    def causal_prior(self) -> tuple[float, float] | None:
+        """What ``featurize`` takes as ``prior``: the prior of a causal model, None for per-utterance."""
+        if self.normalize == "causal" and self.normalize_prior is None:
+            raise ValueError(
+                "this causal model has no normalisation prior yet: estimate it from the training set "
+                "(estimate_causal_prior) and set DS2Config.normalize_prior"
+            )
+        return self.normalize_prior if self.normalize == "causal" else None
 
 
 class DeepSpeech2(nn.Module):
@@ -3438,7 +3566,9 @@ def transcribe(
             continue
         if sample_rate != model_rate:  # per chunk, so memory stays that of one chunk
             chunk = AF.resample(chunk, sample_rate, model_rate)
-        spec = featurize(chunk, model_rate, model_rate, model.config.spectrogram_floor_db)
+        spec = featurize(
+            chunk, model_rate, model_rate, model.config.spectrogram_floor_db, model.config.causal_prior
+        )
         (log_probs,) = predict(model, [spec])
         if decoder is not None:
             text = decoder(log_probs)
@@ -3449,6 +3579,281 @@ def transcribe(
         if text.strip():
             texts.append(text.strip())  # a chunk may begin or end in a word gap: one space between chunks
     return " ".join(texts)
+
+
+# --- 13.1 Streaming: transcribing audio as it arrives (§3.7, §7) ---
+# A unidirectional model with a lookahead convolution (§3.7) needs only a bounded future, so it can answer
+# while the speaker is still speaking, if every stage before it needs no more future than it does: the
+# spectrogram's frames are complete once their 20 ms window has arrived, the causal normalisation uses only
+# what was heard (section 2), each convolution needs half its kernel of future frames, the forward
+# recurrence none, and the lookahead its ``context`` frames. So a stream carries, from chunk to chunk, the
+# samples of an unfinished window, the normaliser's running sums, each conv layer's last input frames, each
+# recurrent layer's h_{t-1} and the lookahead's last frames, and emits each output frame as soon as its
+# inputs exist. At the end of the stream the right-hand zero padding that the whole-utterance forward
+# uses is fed in, so chunk by chunk gives what the whole recording gives (tests/test_streaming.py).
+
+
+def algorithmic_latency_ms(config: DS2Config) -> float:
+    """Audio that must arrive after an output frame's own window before that frame can be computed, in ms:
+    the conv layers' right context plus the lookahead convolution's (network latency; compute is extra)."""
+    needed, strides = config.lookahead_context, 1  # output frames past output frame 0
+    for index in reversed(range(len(config.conv_channels))):
+        stride = config.conv_time_stride if index == 0 else PAPER_CONV_STRIDES[index][1]
+        needed, strides = needed * stride + PAPER_CONV_KERNELS[index][1] // 2, strides * stride
+    return needed * config.stride_ms  # input frames past frame 0, each one stride of the STFT later
+
+
+class StreamingRecognizer:
+    """Greedy transcripts of ``B`` streams as their audio arrives, then beam search (+ LM) at the end.
+
+    ``feed(chunk)`` takes the next samples (``(samples,)`` for one stream, ``(B, samples)`` for ``B``
+    aligned streams; any length, even less than one STFT window) and returns the characters that became
+    final: greedy decoding of the frames that could be computed. ``finish()`` flushes what is left (the
+    right-hand padding of the whole-utterance forward) and returns the last characters; ``log_probs`` then
+    holds every output frame, ``(T', C)`` per stream, equal to what ``model`` computes on the whole
+    recording; ``transcript(lm, beam_width, alpha, beta)`` decodes them with prefix beam search.
+    The model must be unidirectional and normalise causally (``DS2Config.normalize="causal"``).
+    """
+
+    def __init__(self, model: DeepSpeech2, batch: int = 1):
+        config = model.config
+        if config.bidirectional:
+            raise ValueError(
+                "a bidirectional model reads every utterance backwards from its end, so it cannot stream; "
+                "train a forward-only one: train_minimal.py --unidirectional --lookahead 5 --normalize causal"
+            )
+        if config.normalize != "causal":
+            raise ValueError(
+                "this model normalises each utterance with statistics of the whole recording, so it cannot "
+                "stream; train one with --normalize causal (statistics of the audio heard so far)"
+            )
+        self.model, self.config, self.batch = model.eval(), config, batch
+        self.window, self.hop = frame_parameters(config.sample_rate, config.window_ms, config.stride_ms)
+        self.samples = torch.zeros(batch, 0)  # received, not yet part of a complete frame
+        self.normalizer = CausalNormalizer(config.causal_prior, batch, config.spectrogram_floor_db)
+        # Per conv layer: its last input frames (time last), starting at absolute frame ``start``, and the
+        # input frames received so far. Before the first frame: the layer's zero padding.
+        self.conv_state = []
+        for conv in model.conv.layers:
+            pad = conv.padding[-1]
+            shape = (batch, conv.in_channels, *([self._bins(conv)] if conv.weight.dim() == 4 else []), pad)
+            self.conv_state.append({"frames": torch.zeros(shape), "start": -pad, "received": 0})
+        self.hidden = [torch.zeros(batch, rnn.hidden_size) for rnn in model.rnns]  # h_{t-1} per layer
+        self.ahead = torch.zeros(batch, 0, config.rnn_hidden)  # recurrent outputs awaiting their future
+        self.outputs: list[Tensor] = []  # (B, t, C) per step
+        self.last_label = [BLANK] * batch
+        self.finished = False
+
+    def _bins(self, conv) -> int:
+        """Frequency rows into a 2D conv layer: the spectrogram's bins through the layers before it."""
+        rows = self.config.num_freq
+        for layer in self.model.conv.layers:
+            if layer is conv:
+                return rows
+            rows = conv_output_size(rows, layer.kernel_size[0], layer.stride[0], layer.padding[0])
+        raise ValueError("not a layer of this model")
+
+    @torch.no_grad()
+    def feed(self, chunk: Tensor) -> str | list[str]:
+        if self.finished:
+            raise ValueError("this stream has finished; start a new StreamingRecognizer")
+        single = chunk.dim() == 1
+        chunk = torch.as_tensor(chunk, dtype=torch.float32).reshape(self.batch, -1)  # (B, samples)
+        if not torch.isfinite(chunk).all():
+            raise ValueError("the audio contains NaN or inf samples")
+        self.samples = torch.cat([self.samples, chunk], dim=1)
+        frames = num_frames(
+            self.samples.shape[1], self.config.sample_rate, self.config.window_ms, self.config.stride_ms
+        )
+        if frames == 0:
+            return self._text([[] for _ in range(self.batch)], single)
+        used = self.samples[:, : (frames - 1) * self.hop + self.window]
+        self.samples = self.samples[:, frames * self.hop :]  # the part of a frame still to come
+        spec = log_spectrogram(used, self.config.sample_rate, self.config.window_ms, self.config.stride_ms)
+        return self._text(self._network(self.normalizer(spec)), single)  # (B, F, t) in
+
+    @torch.no_grad()
+    def finish(self) -> str | list[str]:
+        """End of the streams: the right-hand zero padding goes in, the last frames come out."""
+        if self.conv_state[0]["received"] == 0:
+            raise ValueError("the stream is too short: it never filled one analysis window")
+        self.finished = True
+        return self._text(self._network(None), self.batch == 1)
+
+    @property
+    def log_probs(self) -> list[Tensor]:
+        """Every output frame so far, ``(T', C)`` per stream."""
+        frames = torch.cat(self.outputs, dim=1) if self.outputs else torch.zeros(self.batch, 0, NUM_CLASSES)
+        return list(frames)
+
+    def transcript(
+        self, lm: NGramLM | None = None, beam_width: int = 32, alpha: float = 0.0, beta: float = 0.0
+    ):
+        """The final transcript of each stream (after ``finish``): prefix beam search with the LM (§3.8)."""
+        texts = [prefix_beam_search(lp, beam_width, lm, alpha, beta) for lp in self.log_probs]
+        return texts[0] if self.batch == 1 else texts
+
+    def _network(self, spec: Tensor | None) -> list[list[int]]:
+        """New normalised frames (None: the end) through the network; each stream's newly final labels."""
+        final = spec is None
+        x = self.conv_state[0]["frames"][..., :0] if final else spec  # (B, F, t), or no new frames
+        for conv, norm, state in zip(
+            self.model.conv.layers, self.model.conv.norms, self.conv_state, strict=True
+        ):
+            if conv.weight.dim() == 4 and x.dim() == 3:
+                x = x.unsqueeze(1)  # (B, 1, F, t): one input channel
+            x = self._conv_step(conv, norm, state, x, final)  # (B, K, F', t') or (B, K, t')
+        if x.dim() == 4:  # (B, K, F', t') -> (B, t', K * F'), as ConvFrontEnd
+            x = x.permute(0, 3, 1, 2).reshape(x.shape[0], x.shape[3], x.shape[1] * x.shape[2])
+        else:
+            x = x.transpose(1, 2)  # (B, t', K)
+        for index, rnn in enumerate(self.model.rnns):
+            x = self._recurrent_step(index, rnn, x)  # (B, t', H)
+        if self.model.lookahead is not None:
+            x = self._lookahead_step(x, final)  # (B, t'', H)
+        log_probs = F.log_softmax(self.model.fc(x), dim=-1)  # (B, t'', C)
+        self.outputs.append(log_probs)
+        labels = []
+        for stream, best in enumerate(log_probs.argmax(dim=-1).tolist()):  # greedy: collapse, drop blanks
+            emitted = []
+            for label in best:
+                if label != BLANK and label != self.last_label[stream]:
+                    emitted.append(label)
+                self.last_label[stream] = label
+            labels.append(emitted)
+        return labels
+
+    def _conv_step(self, conv, norm, state: dict, x: Tensor, final: bool) -> Tensor:
+        """Every output frame of one conv layer whose inputs have arrived (all of them when ``final``)."""
+        pad, stride = conv.padding[-1], conv.stride[-1]
+        state["received"] += x.shape[-1]
+        last_needed = state["received"] - 1
+        if final:  # the end: the layer's right-hand zero padding, then as many outputs as a whole forward
+            x = torch.cat([x, x.new_zeros(*x.shape[:-1], pad)], dim=-1)
+            last_needed += pad
+        frames = torch.cat([state["frames"], x], dim=-1)  # absolute frames start .. start + len - 1
+        first = (state["start"] + pad + stride - 1) // stride  # the first output frame not yet computed
+        last = min((last_needed - pad) // stride, (state["received"] - 1) // stride)  # the last now possible
+        if last < first:
+            state["frames"] = frames
+            return frames.new_zeros(*self._out_shape(conv, frames), 0)
+        begin, end = first * stride - pad - state["start"], last * stride + pad - state["start"] + 1
+        if conv.weight.dim() == 4:  # frequency x time, the frequency axis padded as in the whole forward
+            y = F.conv2d(
+                frames[..., begin:end], conv.weight, conv.bias, (conv.stride[0], stride), (conv.padding[0], 0)
+            )
+        else:
+            y = F.conv1d(frames[..., begin:end], conv.weight, conv.bias, stride)
+        keep = (last + 1) * stride - pad - state["start"]  # the next output's first input frame
+        state["frames"], state["start"] = frames[..., keep:], (last + 1) * stride - pad
+        if isinstance(norm, MaskedBatchNorm):  # eval mode: the running estimates, as in the whole forward
+            channels_last = y.movedim(1, -1)  # (B, F', t', K) or (B, t', K)
+            y = norm.clipped_relu(
+                channels_last, torch.ones(channels_last.shape[:-1], dtype=torch.bool)
+            ).movedim(-1, 1)
+        else:
+            y = clipped_relu(y)
+        return y
+
+    def _out_shape(self, conv, frames: Tensor) -> tuple:
+        if conv.weight.dim() == 4:
+            rows = conv_output_size(frames.shape[2], conv.kernel_size[0], conv.stride[0], conv.padding[0])
+            return (frames.shape[0], conv.out_channels, rows)
+        return (frames.shape[0], conv.out_channels)
+
+    def _recurrent_step(self, index: int, rnn, x: Tensor) -> Tensor:
+        """The forward recurrence over the new frames, from the h_{t-1} the last chunk left (section 5)."""
+        if x.shape[1] == 0:
+            return x.new_zeros(x.shape[0], 0, rnn.hidden_size)
+        lengths = torch.full((x.shape[0],), x.shape[1])
+        if isinstance(rnn, GRULayer):
+            a = x @ rnn._weights("weight_ih")[0].T  # W h^{l-1}: (B, t, 3H)
+            a = rnn.norm(a, lengths) if rnn.norm is not None else a + rnn._weights("bias_ih")[0]
+            U, b = rnn._weights("weight_hh")[0], rnn._weights("bias_hh")[0]
+            step = lambda a_t, h: gru_step(a_t, h, U, b)  # noqa: E731
+        else:
+            a = rnn.input_projection(x)  # W h^{l-1} (+ b): (B, t, H)
+            a = rnn.norm(a, lengths) if rnn.norm is not None else a
+            step = lambda a_t, h: simple_rnn_step(a_t, h, rnn.recurrent[0].weight)  # noqa: E731
+        outputs, h = [], self.hidden[index]
+        for t in range(a.shape[1]):
+            h = step(a[:, t], h)
+            outputs.append(h)
+        self.hidden[index] = h
+        return torch.stack(outputs, dim=1)  # (B, t, H)
+
+    def _lookahead_step(self, x: Tensor, final: bool) -> Tensor:
+        """Row convolution (§3.7): frame t once frames t..t+context exist; zeros after the end, as ever."""
+        context = self.model.lookahead.context
+        frames = torch.cat([self.ahead, x], dim=1)  # (B, waiting + new, H)
+        if final:
+            frames = torch.cat([frames, frames.new_zeros(frames.shape[0], context, frames.shape[2])], dim=1)
+        ready = max(frames.shape[1] - context, 0)
+        weight = self.model.lookahead.weight  # (H, context + 1)
+        out = sum(frames[:, j : j + ready] * weight[:, j] for j in range(context + 1))  # (B, ready, H)
+        self.ahead = frames[:, ready:]
+        return out if ready else frames.new_zeros(frames.shape[0], 0, frames.shape[2])
+
+    def _text(self, labels: list[list[int]], single: bool):
+        texts = [decode_labels(row) for row in labels]
+        return texts[0] if single else texts
+
+
+def stream_recording(
+    model: DeepSpeech2, waveform: Tensor, sample_rate: int, chunk_ms: float = 80.0
+) -> tuple[list[tuple[float, str, float]], StreamingRecognizer]:
+    """Play a recording through a ``StreamingRecognizer`` in chunks of ``chunk_ms``, as a microphone would.
+
+    Returns ``(events, recognizer)``: one event per chunk and one for the end of the stream, ``(seconds of
+    audio heard, greedy transcript so far, seconds of compute for that chunk)``; the recognizer is finished
+    (``recognizer.transcript(lm, ...)`` decodes its frames with beam search).
+    """
+    import torchaudio.functional as AF
+
+    waveform = check_waveform(to_mono(waveform), sample_rate, model.config.window_ms)
+    if sample_rate != model.config.sample_rate:  # a file is resampled whole; a live stream would per chunk
+        waveform, sample_rate = (
+            AF.resample(waveform, sample_rate, model.config.sample_rate),
+            model.config.sample_rate,
+        )
+    recognizer, step = StreamingRecognizer(model), max(1, round(sample_rate * chunk_ms / 1000))
+    events, text = [], ""
+    for start in range(
+        0, len(waveform) + 1, step
+    ):  # the last "chunk" (start == len) is the end of the stream
+        began = time.perf_counter()
+        text += (
+            recognizer.feed(waveform[start : start + step]) if start < len(waveform) else recognizer.finish()
+        )
+        heard = min(start + step, len(waveform)) / sample_rate
+        events.append((heard, text, time.perf_counter() - began))
+    if not recognizer.finished:
+        began = time.perf_counter()
+        text += recognizer.finish()
+        events.append((len(waveform) / sample_rate, text, time.perf_counter() - began))
+    return events, recognizer
+
+
+def stream_report(events: list[tuple[float, str, float]], config: DS2Config, chunk_ms: float) -> list[str]:
+    """Lines for ``stream_recording``'s events: the latency budget, the transcript each time it grew (in
+    audio time: when it was known), and the compute per chunk against the audio's duration."""
+    latency = algorithmic_latency_ms(config)
+    lookahead = config.lookahead_context * config.stride_ms * config.conv_time_stride
+    lines = [
+        f"streaming in {chunk_ms:g} ms chunks: each output frame waits for {latency:g} ms more audio "
+        f"(conv context {latency - lookahead:g} ms + lookahead {lookahead:g} ms), then for its compute"
+    ]
+    previous = ""
+    for heard, text, _ in events:
+        if text != previous:
+            lines.append(f"{heard:6.2f} s  {text}")
+        previous = text
+    compute = np.array([seconds for _, _, seconds in events]) * 1000  # ms
+    lines.append(
+        f"compute per chunk: median {np.median(compute):.1f} ms, p98 {np.percentile(compute, 98):.1f} ms; "
+        f"real-time factor {compute.sum() / 1000 / max(events[-1][0], 1e-9):.3f} (compute / audio)"
+    )
+    return lines
 
 
 if __name__ == "__main__":

@@ -2,15 +2,14 @@
 
     python train_minimal.py                          # train; writes runs/ds2/{checkpoint.pt, metrics.json, curves.png}
     python train_minimal.py --resume runs/ds2/checkpoint.pt --epochs 5      # continue a run, to 5 epochs
-    python train_minimal.py --transcribe clip.wav --checkpoint runs/ds2/checkpoint.pt
+    python train_minimal.py --transcribe clip.wav --checkpoint runs/ds2/checkpoint.pt   # [--stream: as it arrives]
     python train_minimal.py --data librispeech --data-dir LibriSpeech/dev-clean            # recorded speech
     torchrun --nproc_per_node 4 train_minimal.py --device cuda --batch-size 128   # 4 GPUs, one global batch
 
-The script reads top to bottom: make the data, build the model, then train with ``implementation.fit``
-(for each epoch: SortaGrad batches -> forward -> CTC loss -> backward -> clip -> step, then evaluate; this
-script's hooks print, checkpoint and stop on Ctrl-C); finally decode with beam search and the word LM.
-The lesson's code is implementation.py (the data beyond its letter-phones: corpora.py); the flags'
-defaults are those of its ``DS2Config`` and ``TrainConfig``."""
+Top to bottom: make the data, build the model, train with ``implementation.fit`` (each epoch: SortaGrad
+batches -> forward -> CTC loss -> backward -> clip -> step, then evaluate; this script's hooks print,
+checkpoint and stop on Ctrl-C), then decode with beam search and the word LM. The flags' defaults are
+implementation.py's ``DS2Config`` and ``TrainConfig``; the data beyond its letter-phones is corpora.py."""
 
 import argparse
 import json
@@ -59,6 +58,7 @@ def parse_args(argv=None):
     a("--conv-type", choices=["2d", "1d"], default=MODEL.conv_type, help="2d: conv over (frequency, time); 1d: over time, bins as channels (Table 4 topic)")
     a("--no-batchnorm", action="store_true", help="turn off (sequence-wise) BatchNorm (§3.2)")
     a("--unidirectional", action="store_true", help="forward-only recurrent layers (§3.7)")
+    a("--normalize", choices=ds2.NORMALIZATIONS, default=MODEL.normalize, help="utterance: each utterance's own mean and variance (needs the whole recording); causal: statistics of the audio heard so far, from a training-set prior (streamable, --stream)")
     a("--lookahead", type=int, default=MODEL.lookahead_context, help="future frames for the lookahead convolution (with --unidirectional)")
     a = p.add_argument_group("data (synthetic speech, synthesised once and cached on disk; or a real corpus)").add_argument
     a("--train-size", type=int, default=2000, help="training utterances (synthetic data)")
@@ -92,35 +92,34 @@ def parse_args(argv=None):
     a = p.add_argument_group("transcribe instead of training").add_argument
     a("--transcribe", metavar="WAV", help="transcribe this audio file (any sample rate, mono or stereo)")
     a("--checkpoint", default="runs/ds2/checkpoint.pt", help="checkpoint to transcribe with")
+    a("--stream", action="store_true", help="play the file through the model in chunks, printing the transcript as it grows (needs a model trained with --unidirectional --normalize causal)")
+    a("--chunk-ms", type=float, default=80.0, help="with --stream: milliseconds of audio per chunk")
     # fmt: on
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "train_size", "dev_size", "hidden", "rnn_layers", "conv_channels"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.lookahead and not args.unidirectional:
-        p.error(
-            "--lookahead needs --unidirectional: a bidirectional model already sees the whole future (§3.7)"
-        )
+        p.error("--lookahead needs --unidirectional: a bidirectional model already sees the whole future (§3.7)")  # fmt: skip
+    if args.stream and not args.transcribe:
+        p.error("--stream plays a file through a model: give it with --transcribe FILE --checkpoint C")
     if not 0.0 <= args.noise <= 1.0:
         p.error(f"--noise is a fraction in [0, 1], got {args.noise}")
     if args.batch_size > args.train_size:
         p.error(f"--batch-size {args.batch_size} is larger than --train-size {args.train_size}")
     if args.lm_path and not os.path.isfile(args.lm_path):
         p.error(f"--lm-path {args.lm_path}: no such file (give a KenLM ARPA or binary language model)")
-    if args.data in ("librispeech", "manifest") and not args.data_dir:
-        p.error(f"--data {args.data} needs --data-dir (a LibriSpeech folder or a manifest file)")
-    if args.data not in ("librispeech", "manifest") and (args.data_dir or args.dev_dir):
-        p.error(f"--data-dir and --dev-dir are for --data librispeech or manifest, not --data {args.data}")
+    if (real := args.data in ("librispeech", "manifest")) != bool(args.data_dir) or (
+        args.dev_dir and not real
+    ):
+        p.error(f"--data {args.data} needs --data-dir (a LibriSpeech folder or a manifest file)" if real else f"--data-dir and --dev-dir are for --data librispeech or manifest, not --data {args.data}")  # fmt: skip
     return args
 
 
 def make_decoder(args, run_lm, words=()):
     """--decoder flashlight: torchaudio's beam search with --lm-path, else the run's LM; else None."""
-    if args.decoder != "flashlight":
-        return None
-    return production_decoder.flashlight_decoder(
-        args.lm_path or run_lm, words, args.beam_width, args.alpha, args.beta
-    )
+    flashlight = production_decoder.flashlight_decoder if args.decoder == "flashlight" else None
+    return flashlight and flashlight(args.lm_path or run_lm, words, args.beam_width, args.alpha, args.beta)
 
 
 def transcribe_file(args):
@@ -128,11 +127,15 @@ def transcribe_file(args):
     model.to(ds2.pick_device(args.device))
     waveform, sample_rate = ds2.load_audio(args.transcribe)
     run_lm = os.path.join(os.path.dirname(args.checkpoint), "lm.arpa")
-    decoder = make_decoder(args, run_lm if os.path.isfile(run_lm) else None)
-    lm_path = args.lm_path or (run_lm if os.path.isfile(run_lm) else None)
+    run_lm = run_lm if os.path.isfile(run_lm) else None
+    decoder, lm_path = make_decoder(args, run_lm), args.lm_path or run_lm
     lm = ds2.NGramLM.from_arpa(lm_path) if lm_path and decoder is None else None
     beam = args.beam_width if lm is not None else 0
-    print(ds2.transcribe(model, waveform, sample_rate, lm, beam, args.alpha, args.beta, decoder=decoder))
+    if not args.stream:
+        return print(ds2.transcribe(model, waveform, sample_rate, lm, beam, args.alpha, args.beta, decoder=decoder))  # fmt: skip
+    events, recognizer = ds2.stream_recording(model, waveform, sample_rate, args.chunk_ms)  # §3.7, §7
+    print("\n".join(ds2.stream_report(events, model.config, args.chunk_ms)))
+    print(f"final{' (beam + LM)' if lm else ''}: {recognizer.transcript(lm, beam, args.alpha, args.beta) if lm else events[-1][1]}")  # fmt: skip
 
 
 class Run:
@@ -166,10 +169,7 @@ class Run:
 
     def on_epoch(self, state, record):
         self.bar = self.bar.close() if self.bar is not None else None
-        rates = "".join(
-            f"{split} CER {100 * record[split]['cer']:5.2f}% WER {100 * record[split]['wer']:5.2f}%  "
-            for split in record if split.startswith("dev")
-        )  # fmt: skip
+        rates = "".join(f"{s} CER {100 * record[s]['cer']:5.2f}% WER {100 * record[s]['wer']:5.2f}%  " for s in record if s.startswith("dev"))  # fmt: skip
         print(f"epoch {record['epoch']:2d}  loss {record['train_loss']:7.3f}  {rates}{record['seconds']:5.1f} s")  # fmt: skip
         self.save()
 
@@ -208,9 +208,9 @@ def main(args):
     config = ds2.DS2Config(
         conv_channels=(args.conv_channels,) * args.conv_layers, conv_type=args.conv_type, rnn_type=args.rnn_type,
         rnn_layers=args.rnn_layers, rnn_hidden=args.hidden, bidirectional=not args.unidirectional,
-        lookahead_context=args.lookahead, batch_norm=not args.no_batchnorm,
+        lookahead_context=args.lookahead, batch_norm=not args.no_batchnorm, normalize=args.normalize,
     )  # fmt: skip
-    data, lm, summary = corpora.training_data(args, config)
+    data, lm, summary, config = corpora.training_data(args, config)
     print(summary)
     if main_process:
         lm.to_arpa(run_lm)
