@@ -7,6 +7,9 @@ module holds the data that takes the same pipeline further:
                                what the synthesiser produces (``cached_splits``, ``synthesis_fingerprint``)
     2. English from espeak-ng  real English spelling spoken by a formant synthesiser (``--data espeak``)
     3. Real corpora            LibriSpeech folders and CSV/JSONL manifests (``--data librispeech|manifest``)
+    4. Mandarin                a Mandarin grammar (characters, pinyin) spoken by espeak-ng's "cmn" voice:
+                               the data of §3.9 in miniature (``make_mandarin_splits``)
+    5. The data of a run       what ``train_minimal.py`` trains on (``training_data``)
 
 It imports ``implementation`` (never the other way round), so the lesson module stays the paper.
 """
@@ -50,6 +53,7 @@ from implementation import (
     Speaker,
     SyntheticSplit,
     _active_rms,
+    _pick,
     _seed_words,
     add_noise,
     atomic_write,
@@ -463,29 +467,43 @@ class EspeakSpeaker:
 
 
 def random_espeak_speaker(
-    rng: np.random.Generator, voices: Sequence[str], variants: Sequence[str] = ESPEAK_VARIANTS
+    rng: np.random.Generator,
+    voices: Sequence[str],
+    variants: Sequence[str] = ESPEAK_VARIANTS,
+    rate_wpm: tuple[int, int] = ESPEAK_RATE_WPM,
+    pitch_range: tuple[int, int] = ESPEAK_PITCH_RANGE,
 ) -> EspeakSpeaker:
-    """Draws a speaker: an accent from `voices`, a variant, and rate, pitch, range and loudness."""
+    """Draws a speaker: an accent from `voices`, a variant, and rate, pitch, range and loudness.
+
+    `rate_wpm` and `pitch_range` are the (low, high) ranges drawn from, both ends included; the defaults
+    are English's (Mandarin's, in section 4, keep its tones audible).
+    """
     return EspeakSpeaker(
         voice=str(voices[int(rng.integers(len(voices)))]),
         variant=str(variants[int(rng.integers(len(variants)))]),
-        rate_wpm=int(rng.integers(ESPEAK_RATE_WPM[0], ESPEAK_RATE_WPM[1] + 1)),
+        rate_wpm=int(rng.integers(rate_wpm[0], rate_wpm[1] + 1)),
         pitch=int(rng.integers(ESPEAK_PITCH[0], ESPEAK_PITCH[1] + 1)),
-        pitch_range=int(rng.integers(ESPEAK_PITCH_RANGE[0], ESPEAK_PITCH_RANGE[1] + 1)),
+        pitch_range=int(rng.integers(pitch_range[0], pitch_range[1] + 1)),
         gain_db=float(rng.uniform(-10.0, 10.0)),
     )
 
 
 def make_espeak_speaker_pool(
-    num_speakers: int, voices: Sequence[str], seed: Seed, variants: Sequence[str] = ESPEAK_VARIANTS
+    num_speakers: int,
+    voices: Sequence[str],
+    seed: Seed,
+    variants: Sequence[str] = ESPEAK_VARIANTS,
+    rate_wpm: tuple[int, int] = ESPEAK_RATE_WPM,
+    pitch_range: tuple[int, int] = ESPEAK_PITCH_RANGE,
 ) -> list[EspeakSpeaker]:
-    """Draws `num_speakers` speakers of the accents `voices` (see `make_speaker_pool`)."""
+    """Draws `num_speakers` speakers of the accents `voices` (see `make_speaker_pool`); the ranges as in
+    `random_espeak_speaker`."""
     if num_speakers < 1:
         raise ValueError(f"num_speakers must be at least 1, got {num_speakers}")
     if not voices or not variants:
         raise ValueError("voices and variants must each name at least one espeak-ng voice")
     rng = np.random.default_rng([*_seed_words(seed), 0xE5])  # 0xE5: a stream of its own for speakers
-    return [random_espeak_speaker(rng, voices, variants) for _ in range(num_speakers)]
+    return [random_espeak_speaker(rng, voices, variants, rate_wpm, pitch_range) for _ in range(num_speakers)]
 
 
 # --- the ctypes binding ---
@@ -571,14 +589,18 @@ def espeak_speak(text: str, speaker: EspeakSpeaker, seed: int = 0) -> np.ndarray
     the arguments. numpy only, no torch kernels: safe in forked worker processes.
 
     Args:
-        text: lower-case words, a-z, space and apostrophe (see `check_speakable`).
+        text: lower-case words, a-z, space and apostrophe (see `check_speakable`); for the Mandarin voice
+            "cmn", characters of section 4's grammar (see `check_mandarin_speakable`).
         speaker: the accent, variant, rate and pitch (`gain_db` is applied later, by the caller).
         seed: seeds espeak-ng's own noise generator (breath and frication noise).
 
     Returns:
         float32 samples in [-1, 1), with about 10 ms of silence at each end.
     """
-    check_speakable(text)
+    if speaker.voice == MANDARIN_VOICE:
+        check_mandarin_speakable(text)  # section 4: characters espeak-ng's Mandarin dictionary says right
+    else:
+        check_speakable(text)
     chunks: list[np.ndarray] = []
 
     def receive(samples, num_samples, events):  # espeak_Synth calls this every ~100 ms of audio
@@ -698,12 +720,12 @@ def synthesize_espeak_speech(
 
 def _speak_utterances(recipe, indices) -> list[tuple]:
     """Stage 1 (worker processes): draw each utterance's speaker, sentence and noise; speak it at 22.05 kHz."""
-    seed_words, speakers, noise_kinds, low, high, noisy_fraction = recipe
+    seed_words, speakers, noise_kinds, low, high, noisy_fraction, sentence = recipe
     utterances = []
     for index in indices:
         rng = np.random.default_rng([*seed_words, index])
         speaker = speakers[int(rng.integers(len(speakers)))]
-        text = random_sentence(rng)
+        text = sentence(rng)
         raw = espeak_speak(text, speaker, seed=int(rng.integers(2**31)))
         kind, snr = "clean", math.inf
         if noise_kinds and rng.random() < noisy_fraction:
@@ -736,6 +758,7 @@ def make_espeak_split(
     noisy_fraction: float = 1.0,
     sample_rate: int = SAMPLE_RATE,
     workers: int = 1,
+    sentence: Callable[[np.random.Generator], str] = random_sentence,
 ) -> SyntheticSplit:
     """Synthesises a split of English from espeak-ng: `make_split` with espeak-ng speakers.
 
@@ -746,7 +769,9 @@ def make_espeak_split(
     22,050 Hz; (2) this process resamples to `sample_rate` with torchaudio; (3) workers set the level and
     add noise (babble noise, made of letter-phone speech, is the slow part: ~0.1 s an utterance).
 
-    Args: as `make_split`, with `speakers` from `make_espeak_speaker_pool`.
+    Args: as `make_split`, with `speakers` from `make_espeak_speaker_pool`, and `sentence`: draws the text
+    of an utterance from its generator (default: the English grammar's `random_sentence`; section 4 passes
+    `random_mandarin_sentence`). A module-level function, so that worker processes can receive it.
 
     Returns:
         The split; `split.noise` and `split.snr_db` record what was added to each utterance.
@@ -755,7 +780,7 @@ def make_espeak_split(
     low, high = check_split_arguments(num_utterances, speakers, noise_kinds, snr_db, noisy_fraction, pool)
     _espeak_files()  # before forking: one private copy of the library, removed when this process exits
     seed_words = _seed_words(seed)
-    recipe = (seed_words, tuple(speakers), tuple(noise_kinds), low, high, noisy_fraction)
+    recipe = (seed_words, tuple(speakers), tuple(noise_kinds), low, high, noisy_fraction, sentence)
     spoken = map_in_processes(_speak_utterances, recipe, num_utterances, workers)
     resampled = [_resample(raw, ESPEAK_SAMPLE_RATE, sample_rate) for raw, *_ in spoken]  # (samples,) each
     texts = [text for _, text, _, _, _ in spoken]
@@ -1224,7 +1249,719 @@ def read_corpus_splits(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 4. The data of a training run
+# 4. Mandarin from espeak-ng: the same network, another language (§3.9)
+# ----------------------------------------------------------------------------------------------------------
+# The paper trains the same architecture on Mandarin by changing the training data and the output
+# alphabet: the network emits Chinese characters instead of letters (§3.9). This section is the data half of
+# that in miniature: a Mandarin grammar written for this lesson, spoken by espeak-ng's Mandarin voice "cmn"
+# (its dictionary, cmn_dict, ships in the same espeakng-loader wheel as the English voices).
+#
+# The grammar: simplified characters, sentences a learner can read (who does what, where and when; counting
+# with measure words; questions with 吗 and 呢 and question words; negation with 不 and 没; how well, with 得;
+# how, with 地), about 450 distinct characters. A sentence is written without spaces or punctuation, as
+# Chinese is; the grammar knows its words, so `random_mandarin_sentence(rng, segmented=True)` gives them.
+# Homophones are there on purpose (`MANDARIN_HOMOPHONES`): 他, 她 and 它 (he, she, it) are all "tā", 在 (at)
+# and 再 (again) are both "zài", 的, 得 and 地 are all "de". The audio cannot tell them apart; the words
+# around them can, which is the character language model's job.
+#
+# The speech: espeak-ng says every character of the grammar as one syllable with its tone. That was checked
+# word by word and on 10,000 sentences (espeak_TextToPhonemes, its tones compared with the pinyin's),
+# because a character missing from its dictionary is spoken as something else (熊 "bear" comes out in
+# English, so the grammar has no pandas), and espeak-ng splits a sentence into words of its own dictionary,
+# which can straddle the grammar's words. What it reads wrongly is left out rather than taught: the
+# measure word 只 (zhǐ, except in 一只: animals are counted with 一只 only), 教 "teach" (jiào, except in
+# 教书), 种 "plant" (zhǒng, except in 种花 and 种树), 便宜 (biànyí); and sequences it reads as another
+# word: 得非常 (dé), 做得 (zuòdé), 非常好 (chánghào), 不干净 (bùgàn), 不教书 (bújiào), 说中文
+# (shuōzhòng), 花呢 (huāní, tweed), 人为什么 (rénwéi), 天儿 (erhua, spoken in English). What remains
+# different from the pinyin is neutral tones (guò for guo) and tone sandhi (bú for bù), as people say them.
+#
+# A speaker is "cmn" with a voice variant, a speaking rate and an intonation range. The range matters more
+# than in English: espeak-ng scales the tones' pitch contours by it, so at 25 (English's lowest) the four
+# tones of 妈 麻 马 骂 differ by less than a semitone, and at 0 not at all; from 60 up they are clear (at
+# 100 a rising tone climbs about 7 semitones, a falling one drops 8). The dev splits are spoken by voice
+# variants never heard in training.
+#
+# The splits reuse section 2's machinery unchanged (a fresh library per utterance, the three stages, the
+# letter-phones' level and noise): only the sentence drawn for each utterance differs.
+
+MANDARIN_VOICE = "cmn"  # espeak-ng's Mandarin (espeak-ng-data/lang/sit/cmn)
+
+# --- 4.1 The grammar ---
+
+# Who does things. 他, 她 and 它 (he, she, it) are all "tā": one sound, three characters.
+_MANDARIN_PRONOUNS = ("我", "你", "他", "她", "我们", "你们", "他们", "她们", "大家")
+_MANDARIN_PEOPLE = (
+    "老师", "学生", "医生", "护士", "司机", "警察", "工人", "农民", "老板", "经理", "厨师", "记者",
+    "妈妈", "爸爸", "哥哥", "姐姐", "弟弟", "妹妹", "爷爷", "奶奶", "叔叔", "阿姨", "儿子", "女儿",
+    "孩子", "朋友", "同学", "同事", "邻居", "客人", "小王", "小李", "老张", "小明", "小红",
+)  # fmt: skip
+_MANDARIN_JOBS = _MANDARIN_PEOPLE[:12]  # 他是医生
+_MANDARIN_GROUPS = ("孩子们", "学生们", "同学们", "朋友们")  # 们 makes a plural of people
+# Family and friends: 我的朋友, and 我妈妈 (close family goes without 的, as people say it).
+_MANDARIN_KIN = (
+    "妈妈", "爸爸", "哥哥", "姐姐", "弟弟", "妹妹", "爷爷", "奶奶", "朋友", "同学", "老师", "邻居",
+)  # fmt: skip
+_MANDARIN_ANIMALS = ("小猫", "小狗", "小鸟", "它", "它们")
+
+# When. Any time word goes with any clause (Mandarin marks no tense), but 没 "did not" takes past ones.
+_MANDARIN_DAYS = (
+    "今天", "明天", "昨天", "后天", "前天", "每天", "周末", "星期一", "星期二", "星期三", "星期四",
+    "星期五", "星期六", "星期天",
+)  # fmt: skip
+_MANDARIN_PARTS_OF_DAY = ("早上", "上午", "中午", "下午", "晚上")
+_MANDARIN_PAST_TIMES = ("昨天", "前天", "去年", "上个月", "上个星期", "刚才", "昨天晚上")
+_MANDARIN_FUTURE_TIMES = ("明天", "后天", "明年", "下个月", "下个星期", "周末", "明天早上")
+
+# Places, each with what people do there, so that 在图书馆借书 can be drawn and 在机场学数学 cannot.
+_MANDARIN_PLACES = (
+    ("学校", (("上课",), ("学习",), ("教书",), ("学", "中文"), ("打", "篮球"), ("踢", "足球"))),
+    ("公园", (("散步",), ("跑步",), ("唱歌",), ("跳舞",), ("看", "花"), ("拍", "照片"))),
+    ("医院", (("看病",), ("工作",), ("上班",))),
+    ("商店", (("买", "东西"), ("买", "衣服"), ("买", "鞋"), ("买", "帽子"), ("买", "礼物"))),
+    ("超市", (("买", "东西"), ("买", "水果"), ("买", "牛奶"), ("买", "面包"), ("买", "鸡蛋"))),
+    ("市场", (("买菜",), ("买", "水果"), ("买", "鱼"), ("买", "肉"))),
+    ("饭馆", (("吃饭",), ("吃", "饺子"), ("吃", "面条"), ("喝", "啤酒"), ("吃", "晚饭"))),
+    ("食堂", (("吃", "午饭"), ("吃", "早饭"), ("吃", "包子"), ("喝", "汤"))),
+    ("银行", (("工作",), ("上班",), ("换", "钱"), ("取", "钱"))),
+    ("图书馆", (("看", "书"), ("借", "书"), ("学习",), ("复习", "课文"), ("看", "杂志"))),
+    ("书店", (("买", "书"), ("买", "词典"), ("看", "小说"))),
+    ("公司", (("上班",), ("工作",), ("开会",), ("打", "电话"))),
+    ("办公室", (("工作",), ("开会",), ("写", "报告"), ("打", "电话"), ("用", "电脑"))),
+    ("教室", (("上课",), ("考试",), ("写", "作业"), ("回答", "问题"), ("复习", "生词"))),
+    ("车站", (("等", "公共汽车"), ("买", "车票"), ("等", "朋友"))),
+    ("机场", (("坐", "飞机"), ("等", "朋友"), ("接", "客人"))),
+    ("家", (("休息",), ("睡觉",), ("做饭",), ("看", "电视"), ("洗", "衣服"), ("打扫", "房间"))),
+    ("厨房", (("做饭",), ("洗", "碗"), ("做", "蛋糕"), ("做", "菜"))),
+    ("花园", (("种", "花"), ("种", "树"), ("散步",), ("看", "书"))),
+    ("电影院", (("看", "电影"),)),
+    ("动物园", (("看", "老虎"), ("看", "大象"), ("看", "猴子"), ("拍", "照片"))),
+    ("博物馆", (("参观",), ("拍", "照片"), ("工作",))),
+    ("体育馆", (("打", "篮球"), ("打", "排球"), ("打", "乒乓球"), ("锻炼",), ("游泳",))),
+    ("操场", (("跑步",), ("踢", "足球"), ("锻炼",), ("打", "篮球"))),
+    ("宿舍", (("休息",), ("睡觉",), ("聊天",), ("洗", "衣服"))),
+    ("邮局", (("寄", "信"), ("买", "邮票"), ("工作",))),
+    ("工厂", (("工作",), ("上班",))),
+    ("北京", (("工作",), ("学", "汉语"), ("旅行",), ("上", "大学"))),
+    ("上海", (("工作",), ("旅行",), ("上班",), ("开会",))),
+    ("河边", (("散步",), ("钓", "鱼"), ("跑步",))),
+    ("海边", (("游泳",), ("散步",), ("拍", "照片"), ("玩",))),
+)
+# Verbs and the objects that fit them. 做 "do, make" and 坐 "sit, ride" are both "zuò".
+_MANDARIN_VERB_OBJECTS = (
+    ("吃", ("饭", "米饭", "面条", "饺子", "包子", "面包", "鸡蛋", "苹果", "香蕉", "西瓜", "水果", "蛋糕",
+           "早饭", "午饭", "晚饭", "蔬菜", "鱼", "肉")),
+    ("喝", ("水", "茶", "咖啡", "牛奶", "果汁", "汤", "啤酒")),
+    ("看", ("书", "报纸", "电视", "电影", "比赛", "地图", "照片", "小说", "杂志")),
+    ("买", ("衣服", "鞋", "帽子", "水果", "蔬菜", "东西", "礼物", "车票", "手机", "电脑", "自行车", "雨伞")),
+    ("写", ("字", "信", "作业", "日记", "文章", "汉字", "名字", "报告")),
+    ("学", ("中文", "英语", "汉语", "数学", "历史", "音乐", "地理", "物理", "化学", "画画", "游泳", "开车")),
+    ("做", ("作业", "饭", "菜", "练习", "实验", "蛋糕", "运动")),
+    ("打", ("电话", "篮球", "网球", "排球", "乒乓球")),
+    ("踢", ("足球",)),
+    ("听", ("音乐", "广播", "故事", "新闻", "录音")),
+    ("唱", ("歌",)),
+    ("开", ("车", "门", "窗户", "灯")),
+    ("关", ("门", "窗户", "灯", "电视", "电脑")),
+    ("洗", ("衣服", "手", "碗", "脸", "澡", "水果", "杯子")),
+    ("骑", ("自行车", "马")),
+    ("坐", ("公共汽车", "火车", "飞机", "地铁", "出租车", "船")),
+    ("找", ("工作", "钥匙", "朋友", "手机")),
+    ("送", ("礼物", "花")),
+    ("养", ("猫", "狗", "鱼", "鸟", "花")),
+    ("带", ("雨伞", "钥匙", "护照", "书包", "照相机")),
+    ("借", ("书", "雨伞", "自行车", "钱", "词典")),
+    ("穿", ("衣服", "裙子", "裤子", "鞋", "大衣", "毛衣")),
+    ("准备", ("晚饭", "考试", "礼物", "行李")),
+    ("打扫", ("房间", "教室", "厨房", "院子")),
+    ("复习", ("课文", "生词", "数学", "历史")),
+    ("练习", ("写字", "发音", "口语")),
+)  # fmt: skip
+# Things done without an object (some are a verb and its object that read as one word: 睡觉, 吃饭).
+_MANDARIN_ACTIVITIES = (
+    "睡觉", "休息", "跑步", "游泳", "散步", "跳舞", "唱歌", "上课", "下课", "上班", "下班", "回家",
+    "起床", "工作", "说话", "走路", "旅行", "锻炼", "上网", "吃饭", "聊天", "学习", "做饭", "洗澡",
+    "开会", "考试",
+)  # fmt: skip
+_MANDARIN_OWNABLE = ("自行车", "电脑", "手机", "雨伞", "钥匙", "护照", "词典", "时间", "钱", "汽车")
+
+# Counting: a number before a noun needs a measure word chosen by the noun (三本书, 两杯茶).
+_MANDARIN_NUMBERS = ("一", "两", "三", "四", "五", "六", "七", "八", "九", "十")  # 两, not 二, counts things
+_MANDARIN_COUNTED = (  # (verb, measure word, nouns)
+    ("吃", "碗", ("米饭", "面条", "汤")),
+    ("吃", "个", ("苹果", "包子", "鸡蛋", "西瓜")),
+    ("喝", "杯", ("茶", "水", "咖啡", "牛奶", "果汁")),
+    ("喝", "瓶", ("啤酒", "水", "果汁")),
+    ("买", "本", ("书", "词典", "小说", "杂志")),
+    ("买", "件", ("衣服", "毛衣", "大衣", "礼物")),
+    ("买", "双", ("鞋", "筷子")),
+    ("买", "张", ("车票", "地图")),
+    ("买", "辆", ("自行车", "汽车")),
+    ("写", "封", ("信",)),
+    ("唱", "首", ("歌",)),
+    ("看", "部", ("电影",)),
+    ("养", "条", ("鱼",)),
+    ("拍", "张", ("照片",)),
+    ("借", "把", ("雨伞", "椅子")),
+)
+# Things to describe: (measure word, noun, adjectives that fit it). 件 and 见 (in 再见) are both "jiàn".
+_MANDARIN_DESCRIBED = (
+    ("本", "书", ("有意思", "新", "旧", "贵", "难")),
+    ("件", "衣服", ("漂亮", "贵", "新", "大", "小", "干净")),
+    ("个", "苹果", ("好吃", "大", "小", "红", "甜")),
+    ("个", "房间", ("干净", "大", "小", "安静", "舒服", "暖和")),
+    ("个", "饭馆", ("好", "贵", "热闹", "有名", "远", "近")),
+    ("个", "公园", ("大", "漂亮", "安静", "热闹", "远", "近")),
+    ("个", "问题", ("难", "容易", "简单", "重要")),
+    ("个", "城市", ("大", "漂亮", "热闹", "干净", "有名")),
+    ("个", "孩子", ("可爱", "聪明")),
+    ("条", "裙子", ("漂亮", "长", "短", "贵")),
+    ("条", "河", ("长", "宽", "干净")),
+    ("双", "鞋", ("舒服", "贵", "新", "旧")),
+    ("辆", "汽车", ("新", "旧", "快", "贵")),
+    ("杯", "咖啡", ("热", "好喝", "甜", "苦")),
+    ("首", "歌", ("好听", "有名", "长")),
+    ("部", "电影", ("有意思", "长", "有名")),
+    ("张", "照片", ("漂亮", "好看")),
+    ("碗", "面条", ("好吃", "热", "咸")),
+    ("台", "电脑", ("新", "旧", "快", "慢", "贵")),
+    ("位", "老师", ("年轻", "认真", "热情")),
+    ("座", "山", ("高", "漂亮")),
+)
+_MANDARIN_DEGREES = ("很", "非常", "真", "特别", "有点", "比较", "太")  # 太 ... 了: "too ..."
+_MANDARIN_WEATHER = ("好", "热", "冷", "暖和", "凉快", "不错")
+_MANDARIN_WEATHER_EVENTS = ("下雨", "下雪", "刮风")
+
+# 得 links a verb to how well it is done (跑得很快); 地 makes an adverb (高兴地唱歌); both sound as 的 (de).
+_MANDARIN_HOW_DONE = (  # (verb, adjectives)
+    ("跑", ("快", "慢")), ("走", ("快", "慢")), ("说", ("好", "快", "慢", "流利")),
+    ("写", ("好", "漂亮", "快")), ("唱", ("好", "好听")), ("睡", ("好", "早", "晚")), ("起", ("早", "晚")),
+    ("来", ("早", "晚")), ("吃", ("多", "少", "快")), ("学", ("好", "快", "认真")), ("跳", ("高", "好")),
+)  # fmt: skip
+_MANDARIN_LANGUAGES = ("汉语", "英语")  # 他说汉语说得很流利 (说中文 is read shuōzhòng)
+_MANDARIN_MANNERS = (  # (adverb before 地, what is done that way)
+    ("认真", (("学习",), ("写", "作业"), ("复习", "课文"), ("工作",))),
+    ("高兴", (("唱歌",), ("跳舞",), ("说",), ("笑", "了"))),
+    ("安静", (("看", "书"), ("休息",), ("听", "音乐"))),
+    ("慢慢", (("走路",), ("吃饭",), ("说话",))),
+    ("大声", (("说话",), ("唱歌",), ("读", "课文"), ("笑", "了"))),
+    ("努力", (("学习",), ("工作",), ("锻炼",))),
+)
+_MANDARIN_COMPARED = (  # (one, other, adjectives): 哥哥比弟弟高
+    ("哥哥", "弟弟", ("高", "大")), ("姐姐", "妹妹", ("高", "大")), ("今天", "昨天", ("冷", "热")),
+    ("火车", "汽车", ("快",)), ("飞机", "火车", ("快", "贵")), ("北京", "上海", ("冷", "大")),
+    ("苹果", "香蕉", ("贵", "好吃")), ("这个", "那个", ("好", "大", "贵")),
+)  # fmt: skip
+# What people say on its own (5% of sentences), as the English grammar's "thank you".
+_MANDARIN_PHRASES = (
+    ("你好",), ("谢谢",), ("再见",), ("没", "关系"), ("不", "客气"), ("对不起",), ("早上", "好"),
+    ("晚上", "好"), ("好久", "不", "见"), ("请", "进"), ("请", "坐"), ("没", "问题"), ("太", "好", "了"),
+    ("明天", "见"), ("我", "有", "事"), ("没", "事"),
+)  # fmt: skip
+# The words the sentence templates below write themselves (particles, question words, ...).
+_MANDARIN_TEMPLATE_WORDS = (
+    "的", "在", "正在", "去", "了", "过", "吗", "呢", "吧", "不", "没", "没有", "不是", "是", "也是", "都是",
+    "都", "也", "还", "一起", "常常", "经常", "已经", "再", "喜欢", "不喜欢", "想", "不想", "要", "会",
+    "不会", "有", "几", "谁", "什么", "哪里", "什么时候", "怎么", "为什么", "怎么样", "这", "那", "比",
+    "天气", "外面", "现在", "请", "说", "一", "只", "遍", "别", "不要", "快", "得", "地", "流利", "吃",
+    "东西", "玩", "房间里", "花园里", "树上", "桌子上", "门口", "我家", "他家", "她家", "我们家", "钥匙",
+    "手机", "书包", "雨伞", "护照", "猫", "狗", "鸟", "鱼", "肉", "面包", "米饭", "睡觉", "休息", "跑",
+    "跳", "多", "好", "高",
+)  # fmt: skip
+# Homophones the grammar uses: each group is one syllable with one tone in pinyin and in espeak-ng's audio.
+MANDARIN_HOMOPHONES: tuple[tuple[str, ...], ...] = (
+    ("他", "她", "它"),  # tā: he, she, it
+    ("在", "再"),  # zài: at / again
+    ("的", "得", "地"),  # de: of / (how well) / (adverb)
+    ("做", "坐", "座"),  # zuò: do / sit / (measure word of mountains)
+    ("是", "事", "市", "试", "室", "视"),  # shì: be / matter / city / test / room / sight
+    ("见", "件"),  # jiàn: see / (measure word of clothes)
+    ("进", "近"),  # jìn: enter / near
+    ("公", "工"),  # gōng: public (公园) / work (工作)
+    ("书", "叔", "舒", "蔬"),  # shū: book / uncle / comfortable (舒服) / vegetable (蔬菜)
+    ("衣", "医"),  # yī: clothes (衣服) / medicine (医生)
+    ("机", "鸡"),  # jī: machine (飞机) / chicken (鸡蛋)
+)
+MANDARIN_MAX_CHARACTERS = 16  # longer draws are drawn again: at most about 5 s of speech
+
+
+def _words_of(table) -> set[str]:
+    """Every word in a nested table of tuples of words."""
+    return {table} if isinstance(table, str) else set().union(*(_words_of(item) for item in table))
+
+
+_MANDARIN_TABLES = (
+    _MANDARIN_PRONOUNS, _MANDARIN_PEOPLE, _MANDARIN_GROUPS, _MANDARIN_KIN, _MANDARIN_ANIMALS, _MANDARIN_DAYS,
+    _MANDARIN_PARTS_OF_DAY, _MANDARIN_PAST_TIMES, _MANDARIN_FUTURE_TIMES, _MANDARIN_PLACES,
+    _MANDARIN_VERB_OBJECTS, _MANDARIN_ACTIVITIES, _MANDARIN_OWNABLE, _MANDARIN_NUMBERS, _MANDARIN_COUNTED,
+    _MANDARIN_DESCRIBED, _MANDARIN_DEGREES, _MANDARIN_WEATHER, _MANDARIN_WEATHER_EVENTS, _MANDARIN_HOW_DONE,
+    _MANDARIN_LANGUAGES, _MANDARIN_MANNERS, _MANDARIN_COMPARED, _MANDARIN_PHRASES, _MANDARIN_TEMPLATE_WORDS,
+)  # fmt: skip
+# The grammar's words, in Unicode order: a segmented sentence uses these and only these.
+MANDARIN_VOCABULARY: tuple[str, ...] = tuple(sorted(_words_of(_MANDARIN_TABLES)))
+
+
+@functools.cache
+def mandarin_characters() -> tuple[str, ...]:
+    """Every character the Mandarin grammar can write, sorted (Unicode order): the corpus's alphabet."""
+    return tuple(sorted({character for word in MANDARIN_VOCABULARY for character in word}))
+
+
+def _is_plural(subject: list[str]) -> bool:
+    """我们, 孩子们, 大家: a subject that can do things 一起 (together) or 都 (all)."""
+    return subject[-1].endswith("们") or subject[-1] == "大家"
+
+
+def _mandarin_subject(rng: np.random.Generator) -> list[str]:
+    """我 / 老师 / 孩子们 / 我的朋友 / 我妈妈: who does something."""
+    kind = rng.integers(10)
+    if kind < 4:
+        return [_pick(rng, _MANDARIN_PRONOUNS)]
+    if kind < 7:
+        return [_pick(rng, _MANDARIN_PEOPLE)]
+    if kind == 7:
+        return [_pick(rng, _MANDARIN_GROUPS)]
+    owner = _pick(rng, ("我", "你", "他", "她"))
+    return [owner, "的", _pick(rng, _MANDARIN_KIN)] if kind == 8 else [owner, _pick(rng, _MANDARIN_KIN[:8])]
+
+
+def _mandarin_adverb(rng: np.random.Generator, subject: list[str], probability: float) -> list[str]:
+    """也, 常常 ... with `probability`; 都 (all) and 一起 (together) only after a plural subject."""
+    if rng.random() >= probability:
+        return []
+    return [_pick(rng, ("都", "也", "一起", "常常") if _is_plural(subject) else ("也", "常常", "经常"))]
+
+
+def _mandarin_time(rng: np.random.Generator) -> list[str]:
+    """今天 / 星期六 下午."""
+    day = [_pick(rng, _MANDARIN_DAYS)]
+    return [*day, _pick(rng, _MANDARIN_PARTS_OF_DAY)] if rng.random() < 0.3 else day
+
+
+def _with_time(
+    rng: np.random.Generator, subject: list[str], rest: list[str], probability: float
+) -> list[str]:
+    """With `probability`, a time word before or after the subject (both are natural)."""
+    if rng.random() >= probability:
+        return [*subject, *rest]
+    time = _mandarin_time(rng)
+    erhua = time[-1][-1] == "天" and subject[0][0] == "儿"  # espeak-ng reads 明天儿子 as 明天儿 (in English)
+    return [*time, *subject, *rest] if rng.random() < 0.4 and not erhua else [*subject, *time, *rest]
+
+
+def _mandarin_verb_phrase(rng: np.random.Generator) -> list[str]:
+    """看 书 / 睡觉 / 坐 火车: a verb with an object that fits it, or an activity."""
+    if rng.random() < 0.3:
+        return [_pick(rng, _MANDARIN_ACTIVITIES)]
+    verb, objects = _pick(rng, _MANDARIN_VERB_OBJECTS)
+    return [verb, _pick(rng, objects)]
+
+
+def _degree_and_adjective(
+    rng: np.random.Generator, degrees: Sequence[str], adjectives: Sequence[str]
+) -> list[str]:
+    """很 好 / 太 贵 了 / 不 难: a degree word and an adjective, never a pair espeak-ng reads as another word
+    (非常好 as "fēi chánghào", 不干净 as "bùgàn jìng")."""
+    degree = _pick(rng, degrees)
+    fitting = [
+        a for a in adjectives if not (degree == "非常" and a[0] == "好" or degree == "不" and a == "干净")
+    ]
+    return [degree, _pick(rng, fitting), *(["了"] if degree == "太" else [])]
+
+
+def _mandarin_statement(rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(8)
+    subject = _mandarin_subject(rng)
+    place, doings = _pick(rng, _MANDARIN_PLACES)
+    if kind == 0:  # 我们今天在公园散步 / 他们都在图书馆看书
+        adverb = _mandarin_adverb(rng, subject, 0.3)
+        return _with_time(rng, subject, [*adverb, "在", place, *_pick(rng, doings)], 0.6)
+    if kind == 1:  # 她明天要去商店买衣服
+        modal = [_pick(rng, ("要", "想", "会"))] if rng.random() < 0.5 else []
+        doing = list(_pick(rng, doings)) if rng.random() < 0.7 else []
+        return _with_time(rng, subject, [*modal, "去", place, *doing], 0.6)
+    if kind == 2:  # 我喜欢喝咖啡 / 弟弟会骑自行车
+        return [*subject, _pick(rng, ("喜欢", "想", "要", "会", "常常", "经常")), *_mandarin_verb_phrase(rng)]
+    if kind == 3:  # 我买了三本书 / 他喝了两杯茶
+        verb, measure, nouns = _pick(rng, _MANDARIN_COUNTED)
+        counted = [verb, "了", _pick(rng, _MANDARIN_NUMBERS), measure, _pick(rng, nouns)]
+        return _with_time(rng, subject, counted, 0.3)
+    if kind == 4:  # 妈妈在做饭 / 他们正在上课 (no 呢 at the end: espeak-ng reads 花呢 as one word)
+        return [*subject, "正在" if rng.random() < 0.3 else "在", *_mandarin_verb_phrase(rng)]
+    if kind == 5:  # 他已经回家了
+        return [*subject, "已经", *_mandarin_verb_phrase(rng), "了"]
+    if kind == 6:  # 我们明天再去公园 / 他下午再打电话
+        time = _pick(rng, _MANDARIN_FUTURE_TIMES + _MANDARIN_PARTS_OF_DAY[1:])
+        rest = ["去", place] if rng.random() < 0.5 else _mandarin_verb_phrase(rng)
+        return [*subject, time, "再", *rest]
+    doing = list(_pick(rng, doings)) if rng.random() < 0.5 else []  # 我们一起去公园吧
+    return [_pick(rng, ("我们", "大家", "你们")), "一起", "去", place, *doing, "吧"]
+
+
+def _mandarin_negation(rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(5)
+    subject = _mandarin_subject(rng)
+    if kind == 0:  # 我不喜欢喝咖啡 / 他们都不想去公园
+        adverb = (
+            [_pick(rng, ("都", "也") if _is_plural(subject) else ("也", "还"))] if rng.random() < 0.3 else []
+        )
+        if rng.random() < 0.5:
+            return [
+                *subject,
+                *adverb,
+                "不",
+                _pick(rng, ("喜欢", "想", "会", "要")),
+                *_mandarin_verb_phrase(rng),
+            ]
+        return [*subject, *adverb, "不", "想", "去", _pick(rng, _MANDARIN_PLACES)[0]]
+    if kind == 1:  # 他昨天没去学校 / 我还没吃午饭
+        when = _pick(rng, _MANDARIN_PAST_TIMES) if rng.random() < 0.5 else "还"
+        rest = ["去", _pick(rng, _MANDARIN_PLACES)[0]] if rng.random() < 0.4 else _mandarin_verb_phrase(rng)
+        return [*subject, when, _pick(rng, ("没", "没有")), *rest]
+    if kind == 2:  # 我没有自行车
+        return [*subject, "没有", _pick(rng, _MANDARIN_OWNABLE)]
+    if kind == 3:  # 我没吃过饺子
+        verb, objects = _pick(rng, _MANDARIN_VERB_OBJECTS[:4])
+        return [*subject, "没", verb, "过", _pick(rng, objects)]
+    return [_pick(rng, _MANDARIN_PRONOUNS[:4]), "不是", _pick(rng, _MANDARIN_JOBS)]  # 他不是医生
+
+
+def _mandarin_question(rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(11)
+    subject = _mandarin_subject(rng)
+    place, doings = _pick(rng, _MANDARIN_PLACES)
+    if kind == 0:  # 你喜欢吃饺子吗
+        return [*subject, _pick(rng, ("喜欢", "会", "想", "要")), *_mandarin_verb_phrase(rng), "吗"]
+    if kind == 1:  # 你明天去学校吗
+        return _with_time(rng, subject, ["去", place, "吗"], 0.7)
+    if kind == 2:  # 你去过北京吗
+        return [*subject, "去", "过", place, "吗"]
+    if kind == 3:  # 我喝茶你呢 (I drink tea; and you?)
+        return [
+            _pick(rng, ("我", "我们")),
+            *_mandarin_verb_phrase(rng),
+            _pick(rng, ("你", "你们", "他", "她")),
+            "呢",
+        ]
+    if kind == 4:  # 我的钥匙呢 (where are my keys?)
+        return [
+            _pick(rng, ("我", "你", "他", "她")),
+            "的",
+            _pick(rng, ("钥匙", "手机", "书包", "雨伞", "护照")),
+            "呢",
+        ]
+    if kind == 5:  # 谁在图书馆看书
+        return ["谁", "在", place, *_pick(rng, doings)]
+    if kind == 6:  # 你想吃什么 / 他在看什么
+        verb, _ = _pick(rng, _MANDARIN_VERB_OBJECTS)
+        return [*subject, _pick(rng, ("想", "在", "要")), verb, "什么"]
+    if kind == 7:  # 你在哪里工作 / 他们什么时候去北京 / 你怎么去机场
+        if rng.random() < 0.4:
+            return [*subject, "在", "哪里", *_mandarin_verb_phrase(rng)]
+        return [*subject, _pick(rng, ("什么时候", "怎么")), "去", place]
+    if kind == 8:  # 你为什么不去学校 (a pronoun: espeak-ng reads 工人为什么 as "gōng rénwéi shénme")
+        rest = ["去", place] if rng.random() < 0.5 else _mandarin_verb_phrase(rng)
+        return [_pick(rng, _MANDARIN_PRONOUNS), "为什么", "不", *rest]
+    if kind == 9:  # 他是医生吗 / 你有几本书
+        if rng.random() < 0.5:
+            return [*subject, "是", _pick(rng, _MANDARIN_JOBS), "吗"]
+        _, measure, nouns = _pick(rng, _MANDARIN_COUNTED)
+        return [*subject, _pick(rng, ("有", "买", "要")), "几", measure, _pick(rng, nouns)]
+    measure, noun, _ = _pick(rng, _MANDARIN_DESCRIBED)  # 这个饭馆怎么样
+    return [_pick(rng, ("这", "那")), measure, noun, "怎么样"]
+
+
+def _mandarin_description(rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(7)
+    if kind <= 1:  # 这本书很有意思 / 那件衣服太贵了 / 这个问题不难
+        measure, noun, adjectives = _pick(rng, _MANDARIN_DESCRIBED)
+        how = _degree_and_adjective(rng, (*_MANDARIN_DEGREES, "不"), adjectives)
+        return [_pick(rng, ("这", "那")), measure, noun, *how]
+    if kind == 2:  # 今天天气很好 / 明天会下雨 / 外面在下雪
+        if rng.random() < 0.5:
+            weather = _degree_and_adjective(rng, _MANDARIN_DEGREES[:5], _MANDARIN_WEATHER)
+            return [*_mandarin_time(rng), "天气", *weather]
+        opener = [_pick(rng, ("外面", "现在"))] if rng.random() < 0.3 else _mandarin_time(rng)
+        return [*opener, _pick(rng, ("会", "在", "不会")), _pick(rng, _MANDARIN_WEATHER_EVENTS)]
+    if kind == 3:  # 她跑得很快 / 他说汉语说得很流利
+        subject = _mandarin_subject(rng)
+        verb, adjectives = _pick(rng, _MANDARIN_HOW_DONE)
+        degree = _pick(rng, ("很", "特别", "真", "不"))  # not 非常: espeak-ng reads 得非常 as "dé fēicháng"
+        if verb == "说" and rng.random() < 0.6:
+            return [
+                *subject,
+                "说",
+                _pick(rng, _MANDARIN_LANGUAGES),
+                "说",
+                "得",
+                degree,
+                _pick(rng, adjectives),
+            ]
+        return [*subject, verb, "得", degree, _pick(rng, adjectives)]
+    if kind == 4:  # 孩子们高兴地唱歌
+        manner, doings = _pick(rng, _MANDARIN_MANNERS)
+        return [*_mandarin_subject(rng), manner, "地", *_pick(rng, doings)]
+    if kind == 5:  # 哥哥比弟弟高
+        one, other, adjectives = _pick(rng, _MANDARIN_COMPARED)
+        return [one, "比", other, _pick(rng, adjectives)]
+    if rng.random() < 0.5:  # 我哥哥是警察 / 他们都是学生
+        who = [_pick(rng, _MANDARIN_PRONOUNS)]
+        if rng.random() < 0.5:
+            who = [_pick(rng, ("我", "你", "他", "她")), _pick(rng, _MANDARIN_KIN[:8])]
+        copula = _pick(rng, ("是", "也是", "都是") if _is_plural(who) else ("是", "也是"))
+        return [*who, copula, _pick(rng, _MANDARIN_JOBS)]
+    return [
+        *_mandarin_subject(rng),
+        "是",
+        _pick(rng, ("我", "你", "他", "她")),
+        "的",
+        _pick(rng, _MANDARIN_KIN),
+    ]
+
+
+def _mandarin_animals(rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(4)
+    animal = _pick(rng, _MANDARIN_ANIMALS)
+    if kind == 0:  # 小猫在房间里睡觉
+        where = _pick(rng, ("房间里", "花园里", "树上", "桌子上", "门口"))
+        return [animal, "在", where, *_pick(rng, (("睡觉",), ("玩",), ("休息",), ("吃", "东西")))]
+    if kind == 1:  # 它喜欢吃鱼
+        liking = _pick(rng, ("喜欢", "不", "想", "不想", "不喜欢"))
+        return [animal, liking, "吃", _pick(rng, ("鱼", "肉", "面包", "米饭"))]
+    if kind == 2:  # 小狗跑得很快
+        verb, adjective = _pick(rng, (("跑", "快"), ("跳", "高"), ("吃", "多"), ("睡", "好")))
+        return [animal, verb, "得", _pick(rng, ("很", "特别", "真")), adjective]
+    owner = _pick(rng, ("我家", "他家", "她家", "我们家", "邻居"))  # 我家养了一只猫
+    if rng.random() < 0.7:  # 只 after 一 only: espeak-ng reads 两只 as zhǐ (see the section's notes)
+        return [owner, "养", "了", "一", "只", _pick(rng, ("猫", "狗", "鸟"))]
+    return [owner, "养", "了", _pick(rng, _MANDARIN_NUMBERS[:5]), "条", "鱼"]
+
+
+def _mandarin_command(rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(3)
+    if kind == 0:  # 请喝茶 / 请再说一遍
+        return ["请", "再", "说", "一", "遍"] if rng.random() < 0.2 else ["请", *_mandarin_verb_phrase(rng)]
+    if kind == 1:  # 别看电视了
+        return [_pick(rng, ("别", "不要")), *_mandarin_verb_phrase(rng), "了"]
+    return [_pick(rng, ("你", "你们")), "快", *_mandarin_verb_phrase(rng), "吧"]  # 你快回家吧
+
+
+# How often each kind of sentence is drawn.
+_MANDARIN_SENTENCE_KINDS = (
+    (_mandarin_statement, 0.32), (_mandarin_negation, 0.16), (_mandarin_question, 0.2),
+    (_mandarin_description, 0.18), (_mandarin_animals, 0.07), (_mandarin_command, 0.07),
+)  # fmt: skip
+
+
+def random_mandarin_sentence(rng: np.random.Generator, segmented: bool = False) -> str:
+    """Draws a sentence of 2 to `MANDARIN_MAX_CHARACTERS` characters from the Mandarin grammar.
+
+    Args:
+        rng: the random generator; the same state gives the same sentence.
+        segmented: False (default): characters only, no spaces or punctuation, as Chinese is written
+            (e.g. "他们去学校"). True: the same sentence with its words (from `MANDARIN_VOCABULARY`)
+            separated by single spaces (e.g. "他们 去 学校"); the draws are the same either way.
+
+    Returns:
+        The sentence.
+    """
+    if rng.random() < 0.05:
+        words = list(_pick(rng, _MANDARIN_PHRASES))  # 谢谢: short fixed phrases, like real speech has
+    else:
+        kinds, weights = zip(*_MANDARIN_SENTENCE_KINDS, strict=True)
+        while True:  # a few templates can run long; drawing again keeps every sentence within the limit
+            words = kinds[int(rng.choice(len(kinds), p=np.array(weights) / sum(weights)))](rng)
+            if len("".join(words)) <= MANDARIN_MAX_CHARACTERS:
+                break
+    return " ".join(words) if segmented else "".join(words)
+
+
+def check_mandarin_speakable(text: str) -> None:
+    """Raises ValueError unless ``text`` is characters of the Mandarin grammar (`mandarin_characters()`).
+
+    espeak-ng's Mandarin dictionary says each of them as its syllable; a character it lacks comes out as
+    something else (熊 in English), so other text is refused rather than spoken wrongly.
+    """
+    unknown = sorted(set(text) - set(mandarin_characters()))
+    if unknown:
+        raise ValueError(
+            f"cannot speak {unknown} in {text!r} with the Mandarin voice: it speaks the characters of the "
+            "lesson's grammar (mandarin_characters()), without spaces or punctuation"
+        )
+    if not text:
+        raise ValueError("text is empty; pass at least one character of mandarin_characters()")
+
+
+# --- 4.2 Pinyin, for reading the characters ---
+
+# Where pypinyin's reading of a word of the grammar, looked up on its own, is not the reading the grammar
+# means: the particles 得 and 地 (de, not dé and dì) and 过 (guo), the measure word 只 (zhī), 种 "plant"
+# (zhòng), 长 "long" (cháng), 照片 (zhào piàn), and the neutral tone of everyday words (妈妈 is mā ma).
+_PINYIN_CORRECTIONS = {
+    "得": "de", "地": "de", "过": "guo", "只": "zhī", "种": "zhòng", "长": "cháng",
+    "妈妈": "mā ma", "爸爸": "bà ba", "哥哥": "gē ge", "姐姐": "jiě jie", "妹妹": "mèi mei",
+    "爷爷": "yé ye", "奶奶": "nǎi nai", "叔叔": "shū shu", "谢谢": "xiè xie", "朋友": "péng you",
+    "朋友们": "péng you men", "衣服": "yī fu", "舒服": "shū fu", "东西": "dōng xi", "窗户": "chuāng hu",
+    "早上": "zǎo shang", "晚上": "wǎn shang", "明天早上": "míng tiān zǎo shang",
+    "昨天晚上": "zuó tiān wǎn shang", "行李": "xíng li", "照片": "zhào piàn",
+    # pypinyin's words that change a tone the grammar's policy keeps (不 bù, 个 gè, as on their own), so
+    # that a sentence reads the same whichever way it is split into words:
+    "不要": "bù yào", "不会": "bù huì", "不是": "bù shì", "这个": "zhè gè", "那个": "nà gè",
+}  # fmt: skip
+
+
+def _segment_mandarin(text: str) -> list[str]:
+    """Greedy longest match against `MANDARIN_VOCABULARY`; a character it does not know is a word."""
+    vocabulary, longest = set(MANDARIN_VOCABULARY), max(len(word) for word in MANDARIN_VOCABULARY)
+    words, start = [], 0
+    while start < len(text):
+        length = next(
+            (
+                n
+                for n in range(min(longest, len(text) - start), 1, -1)
+                if text[start : start + n] in vocabulary
+            ),
+            1,
+        )
+        words.append(text[start : start + length])
+        start += length
+    return words
+
+
+def mandarin_pinyin(text: str) -> str:
+    """Pinyin with tone marks, one syllable per character, separated by spaces: "他们去学校" -> "tā men qù
+    xué xiào".
+
+    From ``pypinyin`` (``python -m pip install pypinyin``; imported here, so importing this module does
+    not need it), word by word: ``text``'s own spaces if it has them (`random_mandarin_sentence(...,
+    segmented=True)`), else the grammar's words found by longest match; with the corrections above for
+    the grammar's words. Tones are each syllable's own (dictionary) tone: 不 is always "bù", 一 "yī" and
+    个 "gè", although 不 and 一 change before some syllables when spoken (espeak-ng says them changed); a
+    neutral tone has no mark ("men", "mā ma"). The same sentence gives the same pinyin segmented or not.
+    """
+    try:
+        from pypinyin import Style, lazy_pinyin
+    except ImportError:
+        raise ImportError("mandarin_pinyin needs pypinyin: python -m pip install 'pypinyin>=0.50'") from None
+    words = text.split() if " " in text else _segment_mandarin(text)
+    syllables = []
+    for word in words:
+        reading = _PINYIN_CORRECTIONS.get(word)
+        syllables += reading.split() if reading else lazy_pinyin(word, style=Style.TONE)
+    return " ".join(syllables)
+
+
+# --- 4.3 Speakers and splits ---
+
+# Voice variants heard in training and in dev, disjoint. Every variant of `ESPEAK_VARIANTS` (and klatt3-6)
+# speaks cmn. Measured as the distance between two variants' average log-mel spectra over three sentences
+# (RMS, in natural-log units; 2.0 between two variants on average), three pairs are near-twins: "" and m6
+# (0.29), klatt and klatt2 (0.29), klatt4 and klatt5 (0.30); one of each is left out, so that no dev
+# variant has a twin in training. m8 is left out too (m7 with a filter, 0.83 from it). Dev holds out a
+# male (m3; its nearest in training is "" at 0.39), a female (f3: f2 at 0.79) and a Klatt voice (klatt3:
+# klatt4 at 0.62), about as far as the training variants are from each other (median 0.77, least 0.37).
+MANDARIN_TRAIN_VARIANTS: tuple[str, ...] = (
+    "", "m1", "m2", "m4", "m5", "m7", "f1", "f2", "f4", "f5", "klatt", "klatt4", "klatt6",
+)  # fmt: skip
+MANDARIN_DEV_VARIANTS: tuple[str, ...] = ("m3", "f3", "klatt3")
+# Speaking rate, "words" per minute to espeak-ng: for cmn about 0.28 s a character at 150 and 0.17 s at
+# 250 (measured), around the 4-5 syllables a second of read Mandarin.
+MANDARIN_RATE_WPM = (150, 250)
+# Intonation range, 0-100: espeak-ng scales the tones' pitch contours by it (see the section's notes), so
+# Mandarin speakers keep it from 60 up; English draws from 25.
+MANDARIN_PITCH_RANGE = (60, 100)
+
+
+def make_mandarin_speaker_pool(
+    num_speakers: int, seed: Seed, variants: Sequence[str] = MANDARIN_TRAIN_VARIANTS
+) -> list[EspeakSpeaker]:
+    """Draws `num_speakers` Mandarin speakers: voice "cmn", a variant from `variants`, and rate, pitch,
+    intonation range (`MANDARIN_RATE_WPM`, `ESPEAK_PITCH`, `MANDARIN_PITCH_RANGE`) and loudness."""
+    return make_espeak_speaker_pool(
+        num_speakers, (MANDARIN_VOICE,), seed, variants, MANDARIN_RATE_WPM, MANDARIN_PITCH_RANGE
+    )
+
+
+def make_mandarin_split(
+    name: str,
+    num_utterances: int,
+    speakers: Sequence[EspeakSpeaker],
+    seed: Seed,
+    noise_kinds: Sequence[str] = (),
+    snr_db: float | tuple[float, float] = 10.0,
+    noisy_fraction: float = 1.0,
+    sample_rate: int = SAMPLE_RATE,
+    workers: int = 1,
+) -> SyntheticSplit:
+    """`make_espeak_split` speaking the Mandarin grammar (`random_mandarin_sentence`), with `speakers` from
+    `make_mandarin_speaker_pool`; the same arguments, and the same determinism."""
+    return make_espeak_split(
+        name,
+        num_utterances,
+        speakers,
+        seed,
+        noise_kinds,
+        snr_db,
+        noisy_fraction,
+        sample_rate,
+        workers,
+        sentence=random_mandarin_sentence,
+    )
+
+
+def make_mandarin_splits(
+    train_size: int,
+    dev_size: int,
+    seed: int = 0,
+    train_noise_fraction: float = 0.0,
+    train_snr_db: tuple[float, float] = (5.0, 30.0),
+    num_train_speakers: int = 200,
+    num_dev_speakers: int = 40,
+    sample_rate: int = SAMPLE_RATE,
+    workers: int = 1,
+    train_variants: Sequence[str] = MANDARIN_TRAIN_VARIANTS,
+    dev_variants: Sequence[str] = MANDARIN_DEV_VARIANTS,
+) -> dict[str, SyntheticSplit]:
+    """The three splits of `make_espeak_splits`, in Mandarin: dev spoken by voice variants unheard in train.
+
+    The same recipe as English (`implementation.three_splits`): "train" is spoken by speakers with
+    `train_variants`, "dev-clean" and "dev-noisy" by speakers with `dev_variants` (each dev split its own
+    pool); `train_noise_fraction` of "train" gets white, pink or babble noise at an SNR drawn from
+    `train_snr_db`; "dev-noisy" gets one of them at 10 dB SNR. Texts are unsegmented sentences of
+    `random_mandarin_sentence`; utterance i depends only on the split's seed and i (any ``workers``).
+
+    Raises ImportError (one line, with the install command) when espeak-ng is not installed.
+
+    Returns:
+        {"train": ..., "dev-clean": ..., "dev-noisy": ...}
+    """
+    shared = sorted(set(train_variants) & set(dev_variants))
+    if shared:
+        raise ValueError(
+            f"train_variants and dev_variants share {shared}; the dev voices must be unheard in training"
+        )
+    check_espeak_available()
+    pools = {
+        "train": make_mandarin_speaker_pool(num_train_speakers, (seed, 0), train_variants),
+        "dev-clean": make_mandarin_speaker_pool(num_dev_speakers, (seed, 1), dev_variants),
+        "dev-noisy": make_mandarin_speaker_pool(num_dev_speakers, (seed, 2), dev_variants),
+    }
+    if set(pools["dev-clean"]) & set(pools["dev-noisy"]):  # ints drawn from small ranges could collide
+        raise RuntimeError("the speaker pools of dev-clean and dev-noisy overlap; choose another seed")
+    return three_splits(
+        make_mandarin_split,
+        pools,
+        train_size,
+        dev_size,
+        seed,
+        train_noise_fraction,
+        train_snr_db,
+        sample_rate,
+        workers,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. The data of a training run
 # ----------------------------------------------------------------------------------------------------------
 
 
