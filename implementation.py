@@ -335,41 +335,40 @@ def normalize_spectrogram(
 # Per-utterance statistics need the whole recording, so a model trained on them cannot stream (§3.7).
 # The causal alternative normalises frame t with statistics of frames 0..t only: the running mean and
 # variance of everything heard so far, started from a prior (the training set's, weighted as
-# ``CAUSAL_PRIOR_FRAMES`` frames) so that the first frames are not normalised by a handful of values, and
-# the floor set from the loudest bin heard so far. Late in an utterance it approaches the per-utterance
-# normalisation; early on it leans on the prior. It runs in float64 on running sums, so a stream fed in
-# chunks gets exactly what the whole recording gets.
+# ``CAUSAL_PRIOR_FRAMES`` frames) so that the first frames are not normalised by a handful of values. The
+# floor follows the loudest bin heard so far, but is never lower than below a quiet training utterance's
+# loudest bin: else the near-silence before the first word of a clean recording would go unfloored and
+# drag the running statistics down for the rest of it. Late in an utterance this approaches the
+# per-utterance normalisation; early on it leans on the prior. It runs in float64 on running sums, so a
+# stream fed in chunks gets exactly what the whole recording gets.
 NORMALIZATIONS = ("utterance", "causal")
-CAUSAL_PRIOR_FRAMES = 50  # the prior weighs as much as half a second of audio
+CAUSAL_PRIOR_FRAMES = 5  # the prior weighs as much as 50 ms of audio: the statistics adapt fast
 
 
 class CausalNormalizer:
     """Streaming-safe normalisation: ``normalizer(spec (B, F, t)) -> (B, F, t)``, state carried across calls.
 
-    Frame ``t`` is floored at ``floor_db`` below the loudest bin of frames ``0..t``, then normalised by
-    the mean and standard deviation of every floored value of frames ``0..t`` and of a prior: ``prior =
-    (mean, var)`` (``estimate_causal_prior``) counted as ``prior_frames`` frames. A fresh normalizer per
-    utterance; calling it on the frames of one utterance in pieces gives what one call on all of them
-    gives.
+    Frame ``t`` is floored at ``floor_db`` below the loudest bin of frames ``0..t`` (or the prior's peak,
+    if louder), then normalised by the mean and standard deviation of every floored value of frames
+    ``0..t`` and of the prior's: ``prior = (mean, var, peak)`` (``estimate_causal_prior``), its mean and
+    variance counted as ``prior_frames`` frames. A fresh normalizer per utterance; calling it on the
+    frames of one utterance in pieces gives what one call on all of them gives.
     """
 
-    def __init__(self, prior: tuple[float, float], batch: int = 1, floor_db: float | None = 50.0,
+    def __init__(self, prior: tuple[float, float, float], batch: int = 1, floor_db: float | None = 50.0,
                  prior_frames: int = CAUSAL_PRIOR_FRAMES):  # fmt: skip
-        mean, var = (float(v) for v in prior)
+        mean, var, peak = (float(v) for v in prior)
         self.floor = None if floor_db is None else floor_db * math.log(10.0) / 10.0  # dB -> ln of power
-        self.peak = torch.full((batch, 1), -math.inf, dtype=torch.float64)
-        self.prior_frames, self.prior = prior_frames, (mean, var)
-        self.sums = None  # running (count, sum, sum of squares) per utterance, float64
+        self.peak = torch.full((batch, 1), peak, dtype=torch.float64)  # the loudest bin heard so far
+        count = float(prior_frames)  # times F bins, once the first frames say how many bins there are
+        self.sums = [torch.full((batch, 1), v) for v in (count, count * mean, count * (var + mean**2))]
+        self.bins = None  # running (count, sum, sum of squares) per utterance, in float64
 
     def __call__(self, spec: Tensor) -> Tensor:
         x = spec.double()  # (B, F, t)
         bins = x.shape[1]
-        if self.sums is None:
-            mean, var = self.prior
-            count = float(self.prior_frames * bins)
-            self.sums = [
-                torch.full((x.shape[0], 1), v) for v in (count, count * mean, count * (var + mean**2))
-            ]
+        if self.bins is None:  # the prior counts as prior_frames frames of F values
+            self.bins, self.sums = bins, [value * bins for value in self.sums]
         if self.floor is not None:
             peak = torch.cummax(torch.maximum(x.amax(dim=1), self.peak), dim=1).values  # (B, t), heard so far
             self.peak = peak[:, -1:]
@@ -384,38 +383,40 @@ class CausalNormalizer:
 
 
 def causal_normalize_spectrogram(
-    spec: Tensor, prior: tuple[float, float], lengths: Tensor | None = None, floor_db: float | None = 50.0
+    spec: Tensor,
+    prior: tuple[float, float, float],
+    lengths: Tensor | None = None,
+    floor_db: float | None = 50.0,
+    prior_frames: int = CAUSAL_PRIOR_FRAMES,
 ) -> Tensor:
     """``CausalNormalizer`` over whole utterances: ``(F, T)`` or ``(B, F, T)``; padded frames are 0."""
     single = spec.dim() == 2
     spec = spec.unsqueeze(0) if single else spec  # (B, F, T)
-    normalized = CausalNormalizer(prior, spec.shape[0], floor_db)(spec)
+    normalized = CausalNormalizer(prior, spec.shape[0], floor_db, prior_frames)(spec)
     if lengths is not None:  # frames past the end never reach a valid frame: they come after it
-        normalized = normalized.masked_fill(
-            ~lengths_to_mask(lengths.to(spec.device), spec.shape[2])[:, None, :], 0.0
-        )
+        valid = lengths_to_mask(lengths.to(spec.device), spec.shape[2])[:, None, :]  # (B, 1, T)
+        normalized = normalized.masked_fill(~valid, 0.0)
     return normalized[0] if single else normalized
 
 
 def estimate_causal_prior(
     spectrograms: Sequence[Tensor], floor_db: float | None = 50.0
-) -> tuple[float, float]:
-    """The causal normaliser's prior: mean and variance of the floored values of training utterances.
-
-    ``spectrograms``: log power spectrograms ``(F, T_i)`` (``log_spectrogram``), floored as the
-    normaliser floors them (its peak is causal too, so the prior does not depend on itself).
-    """
+) -> tuple[float, float, float]:
+    """The causal normaliser's prior from training utterances' log power spectrograms ``(F, T_i)``:
+    ``(mean, var, peak)``, the peak a quiet utterance's loudest bin (the 5th percentile over utterances),
+    the mean and variance those of every value floored as ``CausalNormalizer`` floors it."""
+    if not spectrograms:
+        raise ValueError("estimate_causal_prior needs at least one spectrogram")
+    prior_peak = float(np.percentile([float(spec.max()) for spec in spectrograms], 5))
     total, squares, count = 0.0, 0.0, 0
     for spec in spectrograms:
         x = spec.double()
         if floor_db is not None:
-            peak = torch.cummax(x.amax(dim=0), dim=0).values  # (T,)
+            peak = torch.cummax(x.amax(dim=0).clamp_min(prior_peak), dim=0).values  # (T,)
             x = torch.maximum(x, peak[None, :] - floor_db * math.log(10.0) / 10.0)
         total, squares, count = total + float(x.sum()), squares + float(x.square().sum()), count + x.numel()
-    if count == 0:
-        raise ValueError("estimate_causal_prior needs at least one spectrogram")
     mean = total / count
-    return mean, squares / count - mean**2
+    return mean, squares / count - mean**2, prior_peak
 
 
 def featurize(
@@ -423,7 +424,7 @@ def featurize(
     sample_rate: int = SAMPLE_RATE,
     expected_sample_rate: int = SAMPLE_RATE,
     floor_db=50.0,
-    prior: tuple[float, float] | None = None,
+    prior: tuple[float, float, float] | None = None,
 ) -> Tensor:
     """One mono utterance -> the model's input: normalised log power spectrogram ``(F, T)``.
 
@@ -459,7 +460,7 @@ def featurize_batch(
     sample_rate: int = SAMPLE_RATE,
     floor_db=50.0,
     batch_size: int = 64,
-    prior: tuple[float, float] | None = None,
+    prior: tuple[float, float, float] | None = None,
     raw: bool = False,
 ) -> list[Tensor]:
     """Many mono utterances -> their ``featurize`` outputs, a list of ``(F, T_i)``, with batched STFTs.
@@ -964,7 +965,9 @@ class DS2Config:
     stride_ms: float = 10.0  # ... with a 10 ms stride
     spectrogram_floor_db: float | None = 50.0  # see normalize_spectrogram: clean vs noisy mismatch
     normalize: str = "utterance"  # "utterance": each utterance's own statistics; "causal": streamable
-    normalize_prior: tuple[float, float] | None = None  # "causal": the training set's (mean, var)
+    normalize_prior: tuple[float, float, float] | None = (
+        None  # "causal": the training set's (mean, var, peak)
+    )
     conv_channels: tuple[int, ...] = (8, 8)  # one entry per conv layer (1-3); the paper: (32, 32, 96)
     conv_type: str = "2d"  # "2d": frequency x time; "1d": time only, bins as channels (Table 4 topic)
     conv_time_stride: int = 2  # the first conv layer's stride in time (§3.6): T' is about T / this
@@ -984,9 +987,9 @@ class DS2Config:
         if self.normalize not in NORMALIZATIONS:
             problems.append(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.normalize_prior is not None and (
-            len(self.normalize_prior) != 2 or self.normalize_prior[1] <= 0
+            len(self.normalize_prior) != 3 or self.normalize_prior[1] <= 0
         ):
-            problems.append(f"normalize_prior must be (mean, variance > 0), got {self.normalize_prior}")
+            problems.append(f"normalize_prior must be (mean, variance > 0, peak), got {self.normalize_prior}")
         if not 1 <= len(self.conv_channels) <= 3:
             problems.append(f"conv_channels must list 1 to 3 layers (§3.5), got {self.conv_channels}")
         if any(int(c) < 1 for c in self.conv_channels):
@@ -1027,7 +1030,7 @@ class DS2Config:
         return {**asdict(self), "conv_channels": list(self.conv_channels), "normalize_prior": prior}
 
     @property
-    def causal_prior(self) -> tuple[float, float] | None:
+    def causal_prior(self) -> tuple[float, float, float] | None:
         """What ``featurize`` takes as ``prior``: the prior of a causal model, None for per-utterance."""
         if self.normalize == "causal" and self.normalize_prior is None:
             raise ValueError(
@@ -3657,8 +3660,9 @@ class StreamingRecognizer:
     def feed(self, chunk: Tensor) -> str | list[str]:
         if self.finished:
             raise ValueError("this stream has finished; start a new StreamingRecognizer")
+        chunk = torch.as_tensor(chunk, dtype=torch.float32)
         single = chunk.dim() == 1
-        chunk = torch.as_tensor(chunk, dtype=torch.float32).reshape(self.batch, -1)  # (B, samples)
+        chunk = chunk.reshape(self.batch, -1)  # (B, samples)
         if not torch.isfinite(chunk).all():
             raise ValueError("the audio contains NaN or inf samples")
         self.samples = torch.cat([self.samples, chunk], dim=1)

@@ -5,6 +5,7 @@ The oracle: for a unidirectional model that normalises causally, the log-probabi
 equal those the model computes on the whole recording at once.
 """
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 import implementation as ds2
 
 ROOT = Path(__file__).resolve().parents[1]
-PRIOR = (-6.0, 12.0)
+PRIOR = (-6.0, 12.0, 2.0)
 
 
 def causal(**overrides):
@@ -69,8 +70,11 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("sizes", [50, 320, 1280, 4000, "random"])
-@pytest.mark.parametrize("name", list(MODELS))
+CASES = [(name, sizes) for name in MODELS for sizes in (50, 320, "random")]
+CASES += [("gru-lookahead", 1280), ("gru-lookahead", 4000)]
+
+
+@pytest.mark.parametrize(("name", "sizes"), CASES)
 def test_chunk_by_chunk_equals_the_whole_recording(name, sizes):
     torch.manual_seed(0)
     model = ds2.DeepSpeech2(MODELS[name]).eval()
@@ -79,7 +83,7 @@ def test_chunk_by_chunk_equals_the_whole_recording(name, sizes):
             if isinstance(module, ds2.MaskedBatchNorm) and module.weight is not None:
                 module.running_mean.normal_(0, 0.3)
                 module.running_var.uniform_(0.5, 2.0)
-    waveform = utterance()
+    waveform = utterance(text="where is my cat")  # about 1.5 s
     expected = whole_log_probs(model, waveform)
     recognizer, text = streamed(model, waveform, chunk_sizes(sizes))
     (got,) = recognizer.log_probs
@@ -91,7 +95,7 @@ def test_chunk_by_chunk_equals_the_whole_recording(name, sizes):
 def test_streams_batched_together_equal_each_alone():
     torch.manual_seed(0)
     model = ds2.DeepSpeech2(causal(lookahead_context=5)).eval()
-    a, b = utterance(0), utterance(1, "where is my red hat")
+    a, b = utterance(0, "the cat"), utterance(1, "my hat")
     length = min(len(a), len(b))
     both, _ = streamed(model, torch.stack([a[:length], b[:length]]), chunk_sizes(1280), batch=2)
     for row, waveform in enumerate((a[:length], b[:length])):
@@ -114,13 +118,24 @@ def test_causal_normalisation_never_looks_ahead_and_can_be_fed_in_pieces():
 
 def test_the_causal_prior_is_the_training_sets_mean_and_variance_of_floored_values():
     spectrograms = [torch.randn(161, n, dtype=torch.float64) * 2 - 5 for n in (40, 70)]
-    mean, var = ds2.estimate_causal_prior(spectrograms, floor_db=None)
+    mean, var, peak = ds2.estimate_causal_prior(spectrograms, floor_db=None)
     values = torch.cat([s.flatten() for s in spectrograms])
-    assert mean == pytest.approx(values.mean().item()) and var == pytest.approx(
-        values.var(unbiased=False).item()
-    )
-    floored_mean, _ = ds2.estimate_causal_prior(spectrograms, floor_db=10.0)
+    assert mean == pytest.approx(values.mean().item())
+    assert var == pytest.approx(values.var(unbiased=False).item())
+    assert peak == pytest.approx(np.percentile([s.max().item() for s in spectrograms], 5))  # a quiet one's
+    floored_mean, _, _ = ds2.estimate_causal_prior(spectrograms, floor_db=10.0)
     assert floored_mean > mean  # the floor lifts the quietest bins
+
+
+def test_the_start_of_a_recording_is_floored_below_the_priors_peak_not_below_its_own_silence():
+    spec = torch.full((161, 40), -20.0)  # 10 frames of near-silence, 50 dB is 11.5 in ln-power units
+    spec[:, 10:] = torch.randn(161, 30)  # then speech, its loudest bins near 3
+    ours = ds2.CausalNormalizer((-5.0, 4.0, 0.0))(spec[None])[0]  # a prior peak of 0: floor at -11.5
+    theirs = ds2.CausalNormalizer((-5.0, 4.0, -100.0))(spec[None])[0]  # the silence floors itself
+    lifted = torch.maximum(spec, torch.tensor(-50 * math.log(10) / 10))
+    assert torch.equal(ours[:, :10], ours[:1, :10].expand(161, 10))  # constant: all of it at the floor
+    assert (lifted[:, :10] > spec[:, :10]).all()  # ... which is above the silence
+    assert not torch.allclose(ours[:, 20:], theirs[:, 20:], atol=1e-3)  # and the rest follows from it
 
 
 def test_what_cannot_stream_is_refused_with_what_to_do():
