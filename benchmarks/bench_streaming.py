@@ -41,7 +41,7 @@ def load_model(checkpoint: str | None) -> ds2.DeepSpeech2:
         return model.eval()
     torch.manual_seed(0)
     config = ds2.DS2Config(
-        bidirectional=False, lookahead_context=5, normalize="causal", normalize_prior=(-6, 12)
+        bidirectional=False, lookahead_context=5, normalize="causal", normalize_prior=(-6, 12, 2)
     )
     return ds2.DeepSpeech2(config).eval()
 
