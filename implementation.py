@@ -12,15 +12,15 @@ readable code that implements it. Where we depart from the paper the comment say
 The paper's facts come from a fact sheet (paper_notes.md says which); a detail we remember from the paper
 but could not check against it is marked "recalled".
 
-    1. Text (§3.1)                    the 29-symbol English alphabet, blank = 0; the LM's special tokens
+    1. Text (§3.1, §3.9)              the alphabet as data: English's 29 classes, blank = 0; the LM's tokens
     2. Spectrogram (§3.1)             log power spectrogram, 20 ms Hann windows, 10 ms stride; input checks
     3. Convolutional front-end (§3.5) 1-3 layers of 2D convolution over (frequency, time), Table 4 kernels
     4. Sequence-wise BatchNorm (§3.2) on the input-to-hidden projection W h^{l-1} only, masked statistics
     5. Recurrent stack (§3.2-3.4)     the GRU and simple-RNN steps as equations; lookahead convolution (§3.7)
-    6. The model                      DS2Config + DeepSpeech2: (B, F, T) spectrograms -> (B, T', 29) log-probs
+    6. The model                      DS2Config + DeepSpeech2: (B, F, T) spectrograms -> (B, T', C) log-probs
     7. CTC loss (§3.1)                F.ctc_loss, and from scratch: the alpha and beta recursions
     8. Decoders (§3.8)                greedy; CTC prefix beam search with LM shallow fusion; flashlight's C++
-    9. Language model (§3.8)          word n-gram with interpolated Kneser-Ney smoothing, ARPA files
+    9. Language model (§3.8)          word (or character) n-gram, interpolated Kneser-Ney, ARPA files
    10. Metrics                        edit distance, corpus WER and CER
    11. Synthetic speech               letters as phones, speakers, coarticulation, noise, train/dev splits
    12. Training                       batching, SortaGrad (§3.3), the one training loop, evaluation, checkpoints
@@ -36,7 +36,7 @@ Shapes use one notation throughout, one letter per meaning:
     B batch          T frames (T' after the conv strides)     S transcript length (L = 2S + 1 for CTC)
     F frequency bins (F' after the conv strides)              K conv channels
     I features into a recurrent layer (K * F' for the first)  H hidden size    D directions (1 or 2)
-    C output classes (29: the alphabet and the blank)
+    C output classes (the alphabet and the blank: 29 for English)
 
 Importing this module runs nothing.
 """
@@ -101,70 +101,148 @@ def use_fast_paths(enabled: bool) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 1. Text: the output alphabet (§3.1)
+# 1. Text: the output alphabet (§3.1, §3.9)
 # ----------------------------------------------------------------------------------------------------------
-# English DS2 emits characters: the letters, space, apostrophe, and the CTC blank. The blank is index 0
-# because F.ctc_loss, torchaudio's decoders and most CTC code default to blank=0.
+# DS2 emits characters. English: the letters, space, apostrophe, and the CTC blank. Mandarin (§3.9): the
+# same network emits Chinese characters instead (several thousand in the paper, as recalled); only the
+# output layer and the training data change. So the alphabet is data, part of a model's config and of its
+# checkpoint: which symbols the output layer's classes stand for, how a transcript is normalised before it
+# is encoded, and whether words are separated by spaces (English: the LM scores words) or not (Mandarin:
+# the LM scores characters). The blank is index 0 because F.ctc_loss, torchaudio's decoders and most CTC
+# code default to blank=0.
 
 BLANK = 0
 BLANK_SYMBOL = "<blank>"
-ALPHABET: tuple[str, ...] = (BLANK_SYMBOL, " ", "'", *"abcdefghijklmnopqrstuvwxyz")
-NUM_CLASSES = len(ALPHABET)  # 29
-_CHAR_TO_ID = {char: index for index, char in enumerate(ALPHABET) if index != BLANK}
 
 
-def normalize_text(text: str) -> str:
-    """Lower-case a transcript and fold runs of white space into single spaces.
+@dataclass(frozen=True)
+class Alphabet:
+    """A model's output alphabet: class 0 is the CTC blank, class ``i >= 1`` emits ``symbols[i - 1]``.
 
-    Only changes that cannot alter what was said are made; anything else outside the alphabet is left
-    for ``encode_text`` to refuse by name.
+    ``spaced``: words are separated by spaces (English), so a space is a symbol and the LM's tokens are
+    words; otherwise (Mandarin) white space carries no sound and is removed, and the LM's tokens are the
+    characters. ``lowercase``: fold upper case before encoding. ``hint``: what to do about a character
+    outside the alphabet, for the error message.
     """
-    if not isinstance(text, str):
-        raise ValueError(f"a transcript must be a str, got {type(text).__name__}")
-    return " ".join(text.lower().split())
+
+    name: str
+    symbols: tuple[str, ...]
+    spaced: bool = True
+    lowercase: bool = True
+    hint: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "symbols", tuple(self.symbols))
+        problems = [s for s in self.symbols if not isinstance(s, str) or len(s) != 1]
+        if problems or len(set(self.symbols)) != len(self.symbols) or not self.symbols:
+            raise ValueError(f"alphabet {self.name!r}: symbols must be distinct single characters")
+        if (" " in self.symbols) != self.spaced:
+            raise ValueError(f"alphabet {self.name!r}: a spaced alphabet has the space as a symbol, else not")
+
+    def __repr__(self) -> str:  # a model's config prints this, not several hundred characters
+        return f"Alphabet({self.name!r}, {self.num_classes} classes)"
+
+    @property
+    def num_classes(self) -> int:
+        """The output layer's width: the symbols and the blank."""
+        return len(self.symbols) + 1
+
+    @functools.cached_property
+    def ids(self) -> dict[str, int]:
+        """Symbol -> class index (the blank is not a symbol)."""
+        return {symbol: index for index, symbol in enumerate(self.symbols, start=1)}
+
+    def normalize(self, text: str) -> str:
+        """Fold case (if ``lowercase``) and white space: runs into one space, or none if not ``spaced``.
+
+        Only changes that cannot alter what was said are made; anything else outside the alphabet is left
+        for ``encode`` to refuse by name.
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"a transcript must be a str, got {type(text).__name__}")
+        text = text.lower() if self.lowercase else text
+        return (" " if self.spaced else "").join(text.split())
+
+    def outside(self, text: str) -> list[str]:
+        """The characters of ``text`` that are not in the alphabet, sorted."""
+        return sorted({char for char in text if char not in self.ids})
+
+    def encode(self, text: str) -> Tensor:
+        """Transcript -> label ids ``(S,)``, dtype long; never contains the blank."""
+        normalized = self.normalize(text)
+        if not normalized:
+            raise ValueError(
+                "the transcript is empty (or only white space): CTC needs at least one character to learn from"
+            )
+        unknown = self.outside(normalized)
+        if unknown:
+            raise ValueError(
+                f"transcript {text!r} has characters outside the alphabet ({self.name}): {unknown}. {self.hint}"
+            )
+        return torch.tensor([self.ids[char] for char in normalized], dtype=torch.long)
+
+    def decode(self, ids: Iterable[int] | Tensor) -> str:
+        """Label ids -> text. Blanks (if any) are skipped; repeats are kept (this is not CTC collapsing)."""
+        if isinstance(ids, Tensor):
+            ids = ids.tolist()
+        chars = []
+        for index in ids:
+            if not 0 <= index < self.num_classes:
+                raise ValueError(
+                    f"label id {index} is outside the {self.name} alphabet (0..{self.num_classes - 1})"
+                )
+            if index != BLANK:
+                chars.append(self.symbols[index - 1])
+        return "".join(chars)
+
+    def tokens(self, text: str) -> list[str]:
+        """What the language model scores: words (spaced alphabets) or characters."""
+        text = self.normalize(text)
+        return text.split() if self.spaced else list(text)
+
+    def to_dict(self) -> dict:
+        """Plain data for a checkpoint or JSON; ``Alphabet(**d)`` rebuilds it."""
+        return {**asdict(self), "symbols": list(self.symbols)}
 
 
-def outside_alphabet(text: str) -> list[str]:
+ENGLISH = Alphabet(
+    "english",
+    (" ", "'", *"abcdefghijklmnopqrstuvwxyz"),
+    hint="Allowed: a-z, space and apostrophe; spell out digits and drop punctuation and accents.",
+)
+# The English alphabet's names as constants, for the code and exercises that work in English.
+ALPHABET: tuple[str, ...] = (BLANK_SYMBOL, *ENGLISH.symbols)
+NUM_CLASSES = ENGLISH.num_classes  # 29
+_CHAR_TO_ID = ENGLISH.ids
+
+
+def normalize_text(text: str, alphabet: Alphabet = ENGLISH) -> str:
+    """``alphabet.normalize``: lower case, white space folded (English); see ``Alphabet.normalize``."""
+    return alphabet.normalize(text)
+
+
+def outside_alphabet(text: str, alphabet: Alphabet = ENGLISH) -> list[str]:
     """The characters of ``text`` that are not in the alphabet (the blank is not a character), sorted."""
-    return sorted({char for char in text if char not in _CHAR_TO_ID})
+    return alphabet.outside(text)
 
 
-def encode_text(text: str) -> Tensor:
+def encode_text(text: str, alphabet: Alphabet = ENGLISH) -> Tensor:
     """Transcript -> label ids, shape ``(S,)``, dtype long; never contains the blank.
 
     Upper case and repeated white space are normalised (``normalize_text``); any other character outside
     the alphabet raises ``ValueError`` naming it, e.g. digits must be spelt out ("7" -> "seven").
     """
-    normalized = normalize_text(text)
-    if not normalized:
-        raise ValueError(
-            "the transcript is empty (or only white space): CTC needs at least one character to learn from"
-        )
-    unknown = outside_alphabet(normalized)
-    if unknown:
-        raise ValueError(
-            f"transcript {text!r} has characters outside the alphabet: {unknown}. "
-            "Allowed: a-z, space and apostrophe; spell out digits and drop punctuation and accents."
-        )
-    return torch.tensor([_CHAR_TO_ID[char] for char in normalized], dtype=torch.long)
+    return alphabet.encode(text)
 
 
-# The word language model (section 9) marks where a sentence begins and ends, and scores a word it never
-# saw as the unknown word; the beam search (section 8) uses the same three tokens.
+# The language model (section 9) marks where a sentence begins and ends, and scores a token it never saw
+# as the unknown token; the beam search (section 8) uses the same three tokens.
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 
 
-def decode_labels(ids: Iterable[int] | Tensor) -> str:
+def decode_labels(ids: Iterable[int] | Tensor, alphabet: Alphabet = ENGLISH) -> str:
     """Label ids -> text. Blanks (if any) are skipped; repeats are kept (this is not CTC collapsing)."""
-    if isinstance(ids, Tensor):
-        ids = ids.tolist()
-    chars = []
-    for index in ids:
-        if not 0 <= index < NUM_CLASSES:
-            raise ValueError(f"label id {index} is outside the alphabet (0..{NUM_CLASSES - 1})")
-        if index != BLANK:
-            chars.append(ALPHABET[index])
-    return "".join(chars)
+    return alphabet.decode(ids)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -977,10 +1055,15 @@ class DS2Config:
     bidirectional: bool = True  # False: forward only, for streaming (§3.7)
     lookahead_context: int = 0  # frames of future context for unidirectional models (§3.7); 0 = none
     batch_norm: bool = True  # sequence-wise BN in the recurrent layers and BN in the conv layers (§3.2)
-    num_classes: int = NUM_CLASSES
+    alphabet: Alphabet = ENGLISH  # what the output classes stand for (section 1; §3.9: Mandarin)
+    num_classes: int | None = None  # the alphabet's symbols + blank; a given value must agree with it
 
     def __post_init__(self):
         self.conv_channels = tuple(self.conv_channels)
+        if isinstance(self.alphabet, dict):  # from a checkpoint or a JSON record
+            self.alphabet = Alphabet(**self.alphabet)
+        if self.num_classes is None:
+            self.num_classes = self.alphabet.num_classes
         if self.normalize_prior is not None:
             self.normalize_prior = tuple(float(v) for v in self.normalize_prior)
         problems = []
@@ -1014,8 +1097,11 @@ class DS2Config:
                 "lookahead convolution (§3.7) is for unidirectional models; set bidirectional=False "
                 "or lookahead_context=0"
             )
-        if self.num_classes != NUM_CLASSES:
-            problems.append(f"num_classes must be {NUM_CLASSES} (the alphabet), got {self.num_classes}")
+        if self.num_classes != self.alphabet.num_classes:
+            problems.append(
+                f"num_classes must be {self.alphabet.num_classes} (the {self.alphabet.name} alphabet and the "
+                f"blank), got {self.num_classes}"
+            )
         if problems:
             raise ValueError("invalid DS2Config: " + "; ".join(problems))
         frame_parameters(self.sample_rate, self.window_ms, self.stride_ms)
@@ -1027,7 +1113,8 @@ class DS2Config:
 
     def to_dict(self) -> dict:
         prior = None if self.normalize_prior is None else list(self.normalize_prior)
-        return {**asdict(self), "conv_channels": list(self.conv_channels), "normalize_prior": prior}
+        channels, alphabet = list(self.conv_channels), self.alphabet.to_dict()
+        return {**asdict(self), "conv_channels": channels, "normalize_prior": prior, "alphabet": alphabet}
 
     @property
     def causal_prior(self) -> tuple[float, float, float] | None:
@@ -1043,9 +1130,9 @@ class DS2Config:
 class DeepSpeech2(nn.Module):
     """Deep Speech 2 (§3, Figure 1): conv front-end -> recurrent stack -> [lookahead] -> FC -> log-softmax.
 
-    ``forward(spectrograms (B, F, T), lengths (B,)) -> (log_probs (B, T', 29), out_lengths (B,))``
-    with ``T'`` from ``output_lengths``. ``log_probs`` are per-frame log-probabilities over the alphabet
-    (blank = 0), batch-first; transpose to ``(T', B, 29)`` for ``F.ctc_loss``.
+    ``forward(spectrograms (B, F, T), lengths (B,)) -> (log_probs (B, T', C), out_lengths (B,))``
+    with ``T'`` from ``output_lengths``. ``log_probs`` are per-frame log-probabilities over the alphabet's
+    ``C = config.num_classes`` classes (blank = 0; 29 for English), batch-first; transpose to ``(T', B, C)`` for ``F.ctc_loss``.
     """
 
     def __init__(self, config: DS2Config | None = None):
@@ -1086,7 +1173,7 @@ class DeepSpeech2(nn.Module):
             x = rnn(x, lengths)  # (B, T', H)
         if self.lookahead is not None:
             x = self.lookahead(x, lengths)  # (B, T', H)
-        logits = self.fc(x)  # (B, T', 29)
+        logits = self.fc(x)  # (B, T', C)
         return F.log_softmax(logits, dim=-1), lengths
 
     def num_parameters(self) -> int:
@@ -1291,12 +1378,15 @@ def ctc_loss_from_scratch(
 # --- 8.1 Greedy decoding: the best path ---
 
 
-def greedy_decode(log_probs: Tensor, lengths: Tensor | None = None) -> list[str]:
+def greedy_decode(
+    log_probs: Tensor, lengths: Tensor | None = None, alphabet: Alphabet = ENGLISH
+) -> list[str]:
     """Best-path decoding: argmax per frame, collapse repeats, drop blanks.
 
     Args:
         log_probs: ``(B, T, C)``, or ``(T, C)`` for one utterance (returns a one-item list).
         lengths: valid frames ``(B,)``; frames past them are ignored.
+        alphabet: what the classes stand for (the model's ``config.alphabet``).
     """
     if log_probs.dim() == 2:
         log_probs = log_probs.unsqueeze(0)
@@ -1308,7 +1398,7 @@ def greedy_decode(log_probs: Tensor, lengths: Tensor | None = None) -> list[str]
         path = path[:length]
         keep = torch.ones_like(path, dtype=torch.bool)
         keep[1:] = path[1:] != path[:-1]  # collapse repeats ...
-        texts.append(decode_labels(path[keep & (path != BLANK)]))  # ... then drop blanks
+        texts.append(alphabet.decode(path[keep & (path != BLANK)]))  # ... then drop blanks
     return texts
 
 
@@ -1321,7 +1411,7 @@ class BeamHypothesis(NamedTuple):
     text: str
     ctc_log_prob: float  # log p_ctc(y|x): the sum over the alignments the search kept
     lm_log_prob: float  # log p_lm(y), including the end of sentence
-    word_count: int
+    word_count: int  # the LM's tokens: words, or characters for an alphabet without spaces (Mandarin)
     score: float  # Q(y) = ctc_log_prob + alpha * lm_log_prob + beta * word_count (§3.8)
 
 
@@ -1343,8 +1433,9 @@ def prefix_beam_search_nbest(
     beta: float = 0.0,
     prune_log_prob: float = -8.0,
     max_labels_per_frame: int | None = 12,
+    alphabet: Alphabet = ENGLISH,
 ) -> list[BeamHypothesis]:
-    """CTC prefix beam search with optional word-LM shallow fusion (§3.8); the final beam, best first.
+    """CTC prefix beam search with optional LM shallow fusion (§3.8); the final beam, best first.
 
     For each prefix y we keep two numbers: the probability of all kept alignments of frames 1..t that
     collapse to y and end in a blank, ``p_b``, and those ending in y's last label, ``p_nb``. Extending by
@@ -1353,7 +1444,9 @@ def prefix_beam_search_nbest(
 
     Beams are ranked by ``Q(y) = log p_ctc(y|x) + alpha log p_lm(y) + beta word_count(y)``, where the LM
     term covers the completed words (each scored when the space after it arrives) and, at the end, the
-    last word and the end of sentence. The CTC term is kept separate, so the ``ctc_log_prob`` reported
+    last word and the end of sentence. With an alphabet that does not separate words by spaces (Mandarin,
+    §3.9) the LM is a character LM and every emitted character is a completed token, scored at once, and
+    ``beta`` rewards characters rather than words. The CTC term is kept separate, so the ``ctc_log_prob`` reported
     is exact when nothing was pruned and a lower bound otherwise. Spaces are text, not just labels: a
     leading space is folded into the blank and a doubled space into one, so each result is a distinct
     text whose probability sums every kept alignment that reads as it.
@@ -1367,6 +1460,7 @@ def prefix_beam_search_nbest(
             ``-inf`` considers every label.
         max_labels_per_frame: consider at most this many of a frame's most probable labels (speed on
             unconfident, e.g. untrained, models); ``None`` for no cap.
+        alphabet: what the classes stand for (the model's ``config.alphabet``) and what the LM's tokens are.
     """
     if np.ndim(log_probs) != 2:
         raise ValueError(f"expected (T, C) log-probabilities of one utterance, got {tuple(log_probs.shape)}")
@@ -1376,15 +1470,19 @@ def prefix_beam_search_nbest(
         frames = log_probs.detach().double().cpu().numpy()
     else:  # a numpy array (evaluate's worker processes get these: no torch kernels after a fork)
         frames = np.asarray(log_probs, dtype=np.float64)
-    space = _CHAR_TO_ID[" "]
+    if frames.shape[1] != alphabet.num_classes:
+        raise ValueError(
+            f"{frames.shape[1]} classes, but the {alphabet.name} alphabet has {alphabet.num_classes}"
+        )
+    space = alphabet.ids.get(" ")  # None for an alphabet without spaces
     use_lm = lm is not None and (alpha != 0.0 or beta != 0.0)
 
     @functools.cache
     def lm_part(prefix: tuple[int, ...], final: bool) -> tuple[float, int]:
-        """(log p_lm of the completed words [+ last word + </s> if final], number of those words)."""
-        text = decode_labels(prefix)
-        words = text.split()
-        if not final and words and not text.endswith(" "):
+        """(log p_lm of the completed tokens [+ last word + </s> if final], number of those tokens)."""
+        text = alphabet.decode(prefix)
+        words = alphabet.tokens(text)
+        if not final and alphabet.spaced and words and not text.endswith(" "):
             words = words[:-1]  # the last word is still being spelt
         if lm is None:
             return 0.0, len(words)
@@ -1441,12 +1539,12 @@ def prefix_beam_search_nbest(
     # "the cat" and "the cat " read the same: merge texts, summing their CTC probabilities.
     merged: dict[str, tuple[float, tuple[int, ...]]] = {}
     for prefix, (p_b, p_nb) in beams.items():
-        text = decode_labels(prefix).strip()
+        text = alphabet.decode(prefix).strip()
         previous = merged.get(text, (-math.inf, prefix))[0]
         merged[text] = (log_add(previous, log_add(p_b, p_nb)), prefix)
     results = []
     for text, (ctc, prefix) in merged.items():
-        lm_log_prob, words = lm_part(prefix, True) if use_lm else (0.0, len(text.split()))
+        lm_log_prob, words = lm_part(prefix, True) if use_lm else (0.0, len(alphabet.tokens(text)))
         total = ctc + (alpha * lm_log_prob + beta * words if use_lm else 0.0)
         results.append(BeamHypothesis(text, ctc, lm_log_prob, words, total))
     return sorted(results, key=lambda h: h.score, reverse=True)
@@ -1460,13 +1558,14 @@ def prefix_beam_search(
     beta: float = 0.0,
     prune_log_prob: float = -8.0,
     max_labels_per_frame: int | None = 12,
+    alphabet: Alphabet = ENGLISH,
 ) -> str:
     """The best transcript of one utterance ``(T, C)`` under CTC prefix beam search (§3.8).
 
     See ``prefix_beam_search_nbest`` for the algorithm and arguments.
     """
     return prefix_beam_search_nbest(
-        log_probs, beam_width, lm, alpha, beta, prune_log_prob, max_labels_per_frame
+        log_probs, beam_width, lm, alpha, beta, prune_log_prob, max_labels_per_frame, alphabet
     )[0].text
 
 
@@ -1479,10 +1578,12 @@ def prefix_beam_search(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 9. Language model (§3.8): a word n-gram with interpolated Kneser-Ney smoothing
+# 9. Language model (§3.8): a word or character n-gram with interpolated Kneser-Ney smoothing
 # ----------------------------------------------------------------------------------------------------------
 # The paper decodes with an n-gram LM (§3.8; a KenLM-trained 5-gram for English, as recalled). We train a small one on the
-# synthetic corpus. Interpolated Kneser-Ney (Chen & Goodman 1998) is stored the way ARPA files store any
+# synthetic corpus. Its tokens are the alphabet's (``Alphabet.tokens``): words in English; in Mandarin, which
+# writes no spaces, characters, so the same class is a character LM and the beam search scores it at every
+# emitted character (§3.9's character-level decoding, as recalled). Interpolated Kneser-Ney (Chen & Goodman 1998) is stored the way ARPA files store any
 # back-off model: for every seen n-gram its (interpolated) probability, and for every seen context a
 # back-off weight; an unseen n-gram falls back to the shorter context times that weight. So the same
 # object reads and writes ARPA files, and a KenLM model drops in.
@@ -1514,8 +1615,9 @@ class NGramLM:
 
     # --- training ------------------------------------------------------------------------------------
     @classmethod
-    def train(cls, sentences: Iterable[str], order: int = 3) -> NGramLM:
-        """Estimate an interpolated Kneser-Ney n-gram LM from sentences (words split on white space).
+    def train(cls, sentences: Iterable[str], order: int = 3, alphabet: Alphabet = ENGLISH) -> NGramLM:
+        """Estimate an interpolated Kneser-Ney n-gram LM from sentences, split into ``alphabet.tokens``:
+        words for English, characters for an alphabet without spaces (a character LM, §3.9).
 
         For an n-gram ``(h, w)`` at order k, with adjusted counts ``a`` (raw counts at the top order and
         for n-grams starting with ``<s>``; below that, the number of distinct words seen before it):
@@ -1527,7 +1629,7 @@ class NGramLM:
         """
         if order < 1:
             raise ValueError(f"order must be >= 1, got {order}")
-        sentences = [normalize_text(s).split() for s in sentences]
+        sentences = [alphabet.tokens(s) for s in sentences]
         sentences = [s for s in sentences if s]
         if not sentences:
             raise ValueError("cannot train a language model on no text")
@@ -1618,9 +1720,26 @@ class NGramLM:
             history.append(word)
         return total
 
-    def score(self, sentence: str, eos: bool = True) -> float:
-        """``ln p(sentence)`` (natural log) with ``<s>`` and ``</s>``."""
-        return self.sentence_log_prob(normalize_text(sentence).split(), eos=eos)
+    def score(self, sentence: str, eos: bool = True, alphabet: Alphabet = ENGLISH) -> float:
+        """``ln p(sentence)`` (natural log) with ``<s>`` and ``</s>``; tokens as ``alphabet.tokens``."""
+        return self.sentence_log_prob(alphabet.tokens(sentence), eos=eos)
+
+    def check_alphabet(self, alphabet: Alphabet) -> None:
+        """Refuse an LM whose tokens the alphabet cannot write (a word LM for a Mandarin model, a character
+        LM for an English one): most of its vocabulary must be spellable, one character each if unspaced."""
+        tokens = [t for t in self.vocabulary if t not in (BOS, EOS, UNK)]
+        foreign = [
+            t
+            for t in tokens
+            if alphabet.outside(alphabet.normalize(t)) or (not alphabet.spaced and len(t) != 1)
+        ]
+        if len(foreign) > len(tokens) / 2:
+            kind = "words" if alphabet.spaced else "single characters"
+            raise ValueError(
+                f"the language model does not fit the model's {alphabet.name} alphabet: {len(foreign)} of its "
+                f"{len(tokens)} tokens are not {kind} of it (e.g. {foreign[:3]}); decode with the LM trained "
+                "for this model's language (the run's own lm.arpa)"
+            )
 
     # --- ARPA files ----------------------------------------------------------------------------------
     def to_arpa(self, path: str | os.PathLike) -> None:
@@ -1702,6 +1821,30 @@ def edit_distance(ref: Sequence, hyp: Sequence) -> int:
             )
         previous = current
     return previous[-1]
+
+
+def edit_alignment(ref: Sequence, hyp: Sequence) -> list[tuple]:
+    """One minimal alignment behind ``edit_distance``: ``(ref_item, hyp_item)`` pairs in order, with
+    ``None`` for the missing side of an insertion or deletion. Pairs that differ are the edits, so you can
+    see *which* characters were confused. Keeps the whole table: O(len(ref) * len(hyp)) memory."""
+    rows, cols = len(ref) + 1, len(hyp) + 1
+    table = [[i + j if i == 0 or j == 0 else 0 for j in range(cols)] for i in range(rows)]
+    for i in range(1, rows):
+        for j in range(1, cols):
+            match = table[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1])
+            table[i][j] = min(match, table[i - 1][j] + 1, table[i][j - 1] + 1)
+    pairs, i, j = [], rows - 1, cols - 1
+    while i > 0 or j > 0:  # walk back along one cheapest path
+        if i > 0 and j > 0 and table[i][j] == table[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+            pairs.append((ref[i - 1], hyp[j - 1]))
+            i, j = i - 1, j - 1
+        elif i > 0 and table[i][j] == table[i - 1][j] + 1:
+            pairs.append((ref[i - 1], None))  # deleted
+            i -= 1
+        else:
+            pairs.append((None, hyp[j - 1]))  # inserted
+            j -= 1
+    return pairs[::-1]
 
 
 def _as_list(texts: str | Sequence[str]) -> list[str]:
@@ -2923,13 +3066,13 @@ def pad_spectrograms(specs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     return batch, lengths
 
 
-def collate(spectrograms: Sequence[Tensor], texts: Sequence[str]) -> Batch:
-    """Pad a list of ``(F, T_i)`` spectrograms and their transcripts into a ``Batch``."""
+def collate(spectrograms: Sequence[Tensor], texts: Sequence[str], alphabet: Alphabet = ENGLISH) -> Batch:
+    """Pad a list of ``(F, T_i)`` spectrograms and their transcripts (encoded in ``alphabet``) into a ``Batch``."""
     padded, lengths = pad_spectrograms(spectrograms)
-    labels = [encode_text(text) for text in texts]
+    labels = [alphabet.encode(text) for text in texts]
     target_lengths = torch.tensor([len(label) for label in labels], dtype=torch.long)
     targets = nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=BLANK)
-    return Batch(padded, lengths, targets, target_lengths, [normalize_text(t) for t in texts])
+    return Batch(padded, lengths, targets, target_lengths, [alphabet.normalize(t) for t in texts])
 
 
 def sortagrad_batches(
@@ -3153,9 +3296,10 @@ def train_epoch(
         lengths, config.batch_size, state.epoch, config.seed, config.sortagrad, rank, world_size
     )
     total_steps = config.epochs * len(batches)
+    alphabet = model.config.alphabet
     for index in range(state.batch, len(batches)):
         chosen = batches[index]
-        batch = collate([spectrograms[i] for i in chosen], [texts[i] for i in chosen]).to(device)
+        batch = collate([spectrograms[i] for i in chosen], [texts[i] for i in chosen], alphabet).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(state.step, total_steps, config.lr, config.lr_floor)
         loss = train_step(model, optimizer, batch, config.clip, amp, scaler)
@@ -3232,7 +3376,7 @@ def fit(
         }
         for name, (dev_spectrograms, dev_texts) in (dev or {}).items() if rank == 0 else ():
             result = evaluate(model, dev_spectrograms, dev_texts)
-            record[name] = {"cer": result["cer"], "wer": result["wer"]}
+            record[name] = {k: result[k] for k in ("cer", "wer") if k in result}  # no WER without spaces
         record["seconds"] = time.perf_counter() - epoch_began
         state.end_epoch(record)
         if log is not None:
@@ -3281,36 +3425,46 @@ def evaluate(
 ) -> dict:
     """Corpus CER and WER with greedy decoding, and with beam search (+ LM) when ``beam_width > 0``.
 
+    Texts are read in the model's alphabet (``model.config.alphabet``). Without spaces between words
+    (Mandarin) there is no WER: CER is the metric, and the result has no ``wer`` / ``beam_wer``.
     ``decoder`` (e.g. ``flashlight_decoder(...)``), when given, replaces ``prefix_beam_search`` for the
     ``beam_*`` results: ``decoder(log_probs (T, C)) -> str``. ``workers`` > 1 runs ``prefix_beam_search``
     (pure Python, one utterance at a time) in that many forked processes; the results are the same.
     """
+    alphabet = model.config.alphabet
+    texts = [alphabet.normalize(text) for text in texts]  # the references as the model writes them
     log_probs = predict(model, spectrograms, batch_size)
-    greedy = [greedy_decode(lp)[0] for lp in log_probs]
-    result = {
-        "cer": character_error_rate(texts, greedy),
-        "wer": word_error_rate(texts, greedy),
-        "hypotheses": greedy,
-    }
+    greedy = [greedy_decode(lp, alphabet=alphabet)[0] for lp in log_probs]
+
+    def rates(hypotheses: list[str], prefix: str = "") -> dict:
+        cer = {f"{prefix}cer": character_error_rate(texts, hypotheses)}
+        return cer | ({f"{prefix}wer": word_error_rate(texts, hypotheses)} if alphabet.spaced else {})
+
+    result = {**rates(greedy), "hypotheses": greedy}
     if decoder is not None:
         beam = [decoder(lp) for lp in log_probs]
     elif beam_width > 0:
-        search = (beam_width, lm, alpha, beta)
+        if lm is not None:
+            lm.check_alphabet(alphabet)
+        search = (beam_width, lm, alpha, beta, alphabet)
         frames = [lp.numpy() for lp in log_probs]  # numpy: the workers must not run torch kernels
         beam = map_in_processes(_beam_search_items, (frames, search), len(frames), workers)
     if beam_width > 0 or decoder is not None:
-        result |= {
-            "beam_cer": character_error_rate(texts, beam),
-            "beam_wer": word_error_rate(texts, beam),
-            "beam_hypotheses": beam,
-        }
+        result |= {**rates(beam, "beam_"), "beam_hypotheses": beam}
     return result
 
 
+def error_rates(result: dict, prefix: str = "") -> str:
+    """``evaluate``'s rates as a line, e.g. "CER  0.31% WER  0.52%" (``prefix="beam_"``: the beam's);
+    without WER where the text has no spaces between words (Mandarin)."""
+    rates = [f"{n.upper()} {100 * result[prefix + n]:5.2f}%" for n in ("cer", "wer") if prefix + n in result]
+    return " ".join(rates)
+
+
 def _beam_search_items(recipe: tuple, indices: Iterable[int]) -> list[str]:
-    """``prefix_beam_search`` on utterances ``indices`` of ``recipe = (frames, (beam_width, lm, alpha, beta))``."""
-    frames, (beam_width, lm, alpha, beta) = recipe
-    return [prefix_beam_search(frames[i], beam_width, lm, alpha, beta) for i in indices]
+    """``prefix_beam_search`` on utterances ``indices`` of ``recipe = (frames, (beam_width, lm, alpha, beta, alphabet))``."""
+    frames, (beam_width, lm, alpha, beta, alphabet) = recipe
+    return [prefix_beam_search(frames[i], beam_width, lm, alpha, beta, alphabet=alphabet) for i in indices]
 
 
 # --- 12.4 Checkpoints, written atomically ---
@@ -3376,8 +3530,9 @@ def load_checkpoint(
 
     Uses ``torch.load(weights_only=True)``: a file that would run code when unpickled is refused. If
     ``model`` is given, its architecture must match the checkpoint's; otherwise a model is built from the
-    saved config. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (saying what to do)
-    for a truncated, corrupt, foreign or mismatched one.
+    saved config, alphabet included (an older checkpoint without one is read as English, with a warning).
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (saying what to do) for a truncated,
+    corrupt, foreign or mismatched one (another architecture or another alphabet).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -3403,16 +3558,26 @@ def load_checkpoint(
             f"{path!r} is not a checkpoint of this lesson (format {CHECKPOINT_FORMAT!r}); "
             "was it written by implementation.save_checkpoint?"
         )
+    saved = dict(payload.get("config") or {})
+    if "alphabet" not in saved:  # written before the alphabet was part of the config: English's 29 symbols
+        saved["alphabet"] = ENGLISH
+        warnings.warn(
+            f"{path!r} stores no alphabet (an older checkpoint); reading it as English ({ENGLISH.num_classes} "
+            "classes). Save it again (save_checkpoint) to store the alphabet with it.",
+            stacklevel=2,
+        )
     try:
-        config = DS2Config(**payload["config"])
+        config = DS2Config(**saved)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path!r} holds an invalid model config: {error}") from error
     if model is None:
         model = DeepSpeech2(config)
     elif model.config != config:
-        saved, wanted = config.to_dict(), model.config.to_dict()
+        names = [f.name for f in dataclasses.fields(DS2Config)]
         differences = [
-            f"{k}: checkpoint {saved[k]!r} vs model {wanted[k]!r}" for k in saved if saved[k] != wanted[k]
+            f"{k}: checkpoint {getattr(config, k)!r} vs model {getattr(model.config, k)!r}"
+            for k in names
+            if getattr(config, k) != getattr(model.config, k)
         ]
         raise ValueError(
             f"{path!r} holds a different architecture ({'; '.join(differences)}). Build the model from the "
@@ -3552,6 +3717,8 @@ def transcribe(
     """
     import torchaudio.functional as AF
 
+    if lm is not None and beam_width > 0 and decoder is None:
+        lm.check_alphabet(model.config.alphabet)
     model_rate = model.config.sample_rate
     waveform = check_waveform(to_mono(waveform), sample_rate, model.config.window_ms)
     if is_silent(waveform):
@@ -3576,9 +3743,9 @@ def transcribe(
         if decoder is not None:
             text = decoder(log_probs)
         elif beam_width > 0:
-            text = prefix_beam_search(log_probs, beam_width, lm, alpha, beta)
+            text = prefix_beam_search(log_probs, beam_width, lm, alpha, beta, alphabet=model.config.alphabet)
         else:
-            text = greedy_decode(log_probs)[0]
+            text = greedy_decode(log_probs, alphabet=model.config.alphabet)[0]
         if text.strip():
             texts.append(text.strip())  # a chunk may begin or end in a word gap: one space between chunks
     return " ".join(texts)
@@ -3687,14 +3854,20 @@ class StreamingRecognizer:
     @property
     def log_probs(self) -> list[Tensor]:
         """Every output frame so far, ``(T', C)`` per stream."""
-        frames = torch.cat(self.outputs, dim=1) if self.outputs else torch.zeros(self.batch, 0, NUM_CLASSES)
+        classes = self.config.num_classes
+        frames = torch.cat(self.outputs, dim=1) if self.outputs else torch.zeros(self.batch, 0, classes)
         return list(frames)
 
     def transcript(
         self, lm: NGramLM | None = None, beam_width: int = 32, alpha: float = 0.0, beta: float = 0.0
     ):
         """The final transcript of each stream (after ``finish``): prefix beam search with the LM (§3.8)."""
-        texts = [prefix_beam_search(lp, beam_width, lm, alpha, beta) for lp in self.log_probs]
+        alphabet = self.config.alphabet
+        if lm is not None:
+            lm.check_alphabet(alphabet)
+        texts = [
+            prefix_beam_search(lp, beam_width, lm, alpha, beta, alphabet=alphabet) for lp in self.log_probs
+        ]
         return texts[0] if self.batch == 1 else texts
 
     def _network(self, spec: Tensor | None) -> list[list[int]]:
@@ -3799,7 +3972,7 @@ class StreamingRecognizer:
         return out if ready else frames.new_zeros(frames.shape[0], 0, frames.shape[2])
 
     def _text(self, labels: list[list[int]], single: bool):
-        texts = [decode_labels(row) for row in labels]
+        texts = [self.config.alphabet.decode(row) for row in labels]
         return texts[0] if single else texts
 
 

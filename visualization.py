@@ -1051,8 +1051,10 @@ def plot_run_curves(history, path):
     ax_loss.set(xlabel="epoch", ylabel="CTC loss (nats / utterance)", title="training loss")
     dev_splits = [name for name in history[0] if name.startswith("dev")]  # dev-clean/dev-noisy, or dev
     for split, style in zip(dev_splits, ("-", "--"), strict=False):
-        ax_err.plot(epochs, [100 * h[split]["cer"] for h in history], "o" + style, label=f"{split} CER")
-        ax_err.plot(epochs, [100 * h[split]["wer"] for h in history], "s" + style, label=f"{split} WER")
+        for rate, marker in (("cer", "o"), ("wer", "s")):  # no WER for text without spaces (Mandarin)
+            if rate in history[0][split]:
+                values = [100 * h[split][rate] for h in history]
+                ax_err.plot(epochs, values, marker + style, label=f"{split} {rate.upper()}")
     ax_err.set(xlabel="epoch", ylabel="%", title="greedy error rates", yscale="log")
     ax_err.legend()
     speech = "synthetic speech" if "dev-clean" in dev_splits else "recorded speech"

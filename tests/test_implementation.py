@@ -4,7 +4,6 @@ Oracles: torchaudio's Spectrogram, nn.BatchNorm1d, F.ctc_loss, brute-force enume
 jiwer, and explicit step-by-step versions of the fused computations.
 """
 
-import itertools
 import math
 import os
 import random
@@ -289,17 +288,6 @@ def _sparse_log_probs(probs: list[dict[str, float]]) -> torch.Tensor:
     return out
 
 
-def _exact_labeling_probs(log_probs: torch.Tensor, symbols: list[int]) -> dict[str, float]:
-    """Enumerate every alignment over ``symbols``; sum probabilities per collapsed labeling."""
-    totals: dict[str, float] = {}
-    for path in itertools.product(symbols, repeat=log_probs.shape[0]):
-        collapsed = [k for i, k in enumerate(path) if (i == 0 or k != path[i - 1]) and k != ds2.BLANK]
-        text = ds2.decode_labels(collapsed)
-        p = math.exp(sum(log_probs[t, k].item() for t, k in enumerate(path)))
-        totals[text] = totals.get(text, 0.0) + p
-    return totals
-
-
 def test_greedy_decode_collapses_then_drops_blanks():
     log_probs = _sparse_log_probs(
         [
@@ -316,13 +304,13 @@ def test_greedy_decode_collapses_then_drops_blanks():
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_wide_prefix_beam_search_finds_the_exact_most_probable_labeling(seed):
+def test_wide_prefix_beam_search_finds_the_exact_most_probable_labeling(seed, exact_labeling_probs):
     rng = random.Random(seed)
     symbols = ["_", "a", "b"]
     frames = [dict(zip(symbols, _random_simplex(rng, 3), strict=True)) for _ in range(6)]
     log_probs = _sparse_log_probs(frames)
     ids = [ds2.BLANK, ds2.ALPHABET.index("a"), ds2.ALPHABET.index("b")]
-    exact = _exact_labeling_probs(log_probs, ids)
+    exact = exact_labeling_probs(log_probs, ids)
     best_text = max(exact, key=exact.get)
     hypotheses = ds2.prefix_beam_search_nbest(log_probs, beam_width=1000, prune_log_prob=-100)
     assert hypotheses[0].text == best_text
