@@ -32,7 +32,7 @@ import threading
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from implementation import (
     _ROOM_TONE_DB,
     _TARGET_ACTIVE_RMS,
     SAMPLE_RATE,
+    Alphabet,
     DeepSpeech2,
     DS2Config,
     NGramLM,
@@ -60,6 +61,7 @@ from implementation import (
     check_speakable,
     check_split_arguments,
     ctc_min_frames,
+    edit_alignment,
     encode_text,
     estimate_causal_prior,
     featurize_batch,
@@ -155,16 +157,23 @@ def synthesis_fingerprint(synthesiser=None) -> str:
 
 
 @functools.cache
-def espeak_fingerprint() -> str:
-    """sha256 of what the espeak-ng corpus produces: ``make_espeak_splits`` at a tiny size, every training
-    utterance noisy, on top of ``synthesis_fingerprint()`` (the grammar and the noise are shared), with
-    numpy's, torch's and torchaudio's versions (torchaudio resamples). The espeak-ng library's own version
-    is part of the recipe instead (see ``cached_splits``)."""
+def espeak_fingerprint(language: str = "english") -> str:
+    """sha256 of what an espeak-ng corpus produces: ``make_espeak_splits(language=...)`` at a tiny size,
+    every training utterance noisy, and 200 sentences of its grammar, on top of ``synthesis_fingerprint()``
+    (the noise, and English's grammar, are shared), with numpy's, torch's and torchaudio's versions
+    (torchaudio resamples). The espeak-ng library's own version is part of the recipe instead (see
+    ``cached_splits``)."""
     from importlib.metadata import version
 
     versions = f"numpy {np.__version__} torch {torch.__version__} torchaudio {version('torchaudio')}"
-    digest = hashlib.sha256(f"espeak-ng; {versions}; {synthesis_fingerprint()}".encode())
-    splits = make_espeak_splits(2, 2, FINGERPRINT_SEED, 1.0, num_train_speakers=3, num_dev_speakers=3)
+    tag = "espeak-ng" if language == "english" else f"espeak-ng {language}"  # English's key as it was
+    digest = hashlib.sha256(f"{tag}; {versions}; {synthesis_fingerprint()}".encode())
+    if language != "english":  # English's grammar is in synthesis_fingerprint() already
+        rng = np.random.default_rng([FINGERPRINT_SEED, 0])
+        digest.update("\n".join(_espeak_language(language)[1](rng) for _ in range(200)).encode())
+    splits = make_espeak_splits(
+        2, 2, FINGERPRINT_SEED, 1.0, num_train_speakers=3, num_dev_speakers=3, language=language
+    )
     _digest_splits(digest, splits.values())
     return digest.hexdigest()
 
@@ -263,6 +272,9 @@ def _load_split(
     return split, ""
 
 
+CORPORA = ("letters", "espeak", "mandarin")  # the synthetic corpora cached_splits makes
+
+
 def cached_splits(
     train_size: int,
     dev_size: int,
@@ -287,17 +299,18 @@ def cached_splits(
     training set and the dev sets are cached (and made) separately: a dev split is shared by runs with
     different training sets. A corrupt or stale entry gives one ``warnings.warn`` line and is remade.
 
-    ``corpus="espeak"`` does the same for ``make_espeak_splits`` (section 2, its default voices): the key
-    then also holds the voices and the espeak-ng library's version, and the fingerprint is
-    ``espeak_fingerprint()``.
+    ``corpus="espeak"`` does the same for ``make_espeak_splits`` (section 2, its default voices), and
+    ``corpus="mandarin"`` for ``make_mandarin_splits`` (section 4): the key then also holds the language,
+    the voices and the espeak-ng library's version, and the fingerprint is ``espeak_fingerprint(language)``.
 
     Returns:
         {"train": ..., "dev-clean": ..., "dev-noisy": ...}, equal to ``make_splits``'s result (or
         ``make_espeak_splits``'s).
     """
-    if corpus not in ("letters", "espeak"):
-        raise ValueError(f"corpus must be 'letters' or 'espeak', got {corpus!r}")
-    make = make_splits if corpus == "letters" else make_espeak_splits
+    if corpus not in CORPORA:
+        raise ValueError(f"corpus must be one of {CORPORA}, got {corpus!r}")
+    language = {"espeak": "english", "mandarin": "mandarin"}.get(corpus)
+    make = make_splits if language is None else functools.partial(make_espeak_splits, language=language)
     arguments = dict(
         seed=seed,
         train_noise_fraction=train_noise_fraction,
@@ -321,10 +334,11 @@ def cached_splits(
         sample_rate,
     )
     code, speaker_type, prefix = None, Speaker, ""  # None: synthesis_fingerprint()
-    if corpus == "espeak":  # the recipe also names the voices and the library that speaks them
-        code, speaker_type, prefix = espeak_fingerprint(), EspeakSpeaker, "espeak-"
-        voices = {"train": ESPEAK_TRAIN_VOICES, "dev-clean": ESPEAK_DEV_VOICES}
-        voices["dev-noisy"] = ESPEAK_DEV_VOICES
+    if language is not None:  # the recipe also names the voices and the library that speaks them
+        fingerprint = espeak_fingerprint() if language == "english" else espeak_fingerprint(language)
+        code, speaker_type, prefix = fingerprint, EspeakSpeaker, f"{corpus}-"
+        _, _, train_voices, dev_voices = _espeak_language(language)
+        voices = {"train": train_voices, "dev-clean": dev_voices, "dev-noisy": dev_voices}
         for name, recipe in recipes.items():
             recipe |= {"corpus": corpus, "voices": list(voices[name]), "espeak": espeak_version()}
     splits: dict[str, SyntheticSplit] = {}
@@ -804,15 +818,19 @@ def make_espeak_splits(
     num_dev_speakers: int = 40,
     sample_rate: int = SAMPLE_RATE,
     workers: int = 1,
-    train_voices: Sequence[str] = ESPEAK_TRAIN_VOICES,
-    dev_voices: Sequence[str] = ESPEAK_DEV_VOICES,
+    train_voices: Sequence[str] | None = None,
+    dev_voices: Sequence[str] | None = None,
+    language: str = "english",
 ) -> dict[str, SyntheticSplit]:
-    """The three splits of `make_splits`, spoken in English by espeak-ng; dev in accents unheard in train.
+    """The three splits of `make_splits`, spoken by espeak-ng; dev in voices unheard in train.
 
-    "train" is spoken in `train_voices`, "dev-clean" and "dev-noisy" in `dev_voices` (by default
-    Scottish and Lancastrian English), so no accent of a dev split occurs in training; the two dev splits
-    share those accents but not their speakers (each has its own pool of rates and pitches). Noise as in
-    `make_splits`: `train_noise_fraction` of "train" gets white, pink or babble noise at an SNR drawn
+    ``language="english"``: the lesson's grammar, and the voices are English accents (default
+    `ESPEAK_TRAIN_VOICES`; dev `ESPEAK_DEV_VOICES`, Scottish and Lancastrian English). ``"mandarin"``:
+    section 4's grammar spoken by "cmn", and the voices are its voice variants (default
+    `MANDARIN_TRAIN_VARIANTS`; dev `MANDARIN_DEV_VARIANTS`). "train" is spoken in `train_voices`,
+    "dev-clean" and "dev-noisy" in `dev_voices`, so no voice of a dev split occurs in training; the two dev
+    splits share those voices but not their speakers (each has its own pool of rates and pitches). Noise as
+    in `make_splits`: `train_noise_fraction` of "train" gets white, pink or babble noise at an SNR drawn
     from `train_snr_db`; "dev-noisy" gets one of them at 10 dB SNR.
 
     Raises ImportError (one line, with the install command) when espeak-ng is not installed.
@@ -820,30 +838,36 @@ def make_espeak_splits(
     Returns:
         {"train": ..., "dev-clean": ..., "dev-noisy": ...}
     """
+    pool, sentence, default_train, default_dev = _espeak_language(language)
+    train_voices, dev_voices = train_voices or default_train, dev_voices or default_dev
     shared = sorted(set(train_voices) & set(dev_voices))
     if shared:
-        raise ValueError(
-            f"train_voices and dev_voices share {shared}; the dev accents must be unheard in training"
-        )
+        raise ValueError(f"train and dev voices share {shared}; the dev voices must be unheard in training")
     check_espeak_available()
     pools = {
-        "train": make_espeak_speaker_pool(num_train_speakers, train_voices, (seed, 0)),
-        "dev-clean": make_espeak_speaker_pool(num_dev_speakers, dev_voices, (seed, 1)),
-        "dev-noisy": make_espeak_speaker_pool(num_dev_speakers, dev_voices, (seed, 2)),
+        "train": pool(num_train_speakers, (seed, 0), train_voices),
+        "dev-clean": pool(num_dev_speakers, (seed, 1), dev_voices),
+        "dev-noisy": pool(num_dev_speakers, (seed, 2), dev_voices),
     }
     if set(pools["dev-clean"]) & set(pools["dev-noisy"]):  # ints drawn from small ranges could collide
         raise RuntimeError("the speaker pools of dev-clean and dev-noisy overlap; choose another seed")
-    return three_splits(
-        make_espeak_split,
-        pools,
-        train_size,
-        dev_size,
-        seed,
-        train_noise_fraction,
-        train_snr_db,
-        sample_rate,
-        workers,
-    )
+    make = functools.partial(make_espeak_split, sentence=sentence)
+    rates = (seed, train_noise_fraction, train_snr_db, sample_rate, workers)
+    return three_splits(make, pools, train_size, dev_size, *rates)
+
+
+ESPEAK_LANGUAGES = ("english", "mandarin")
+
+
+def _espeak_language(language: str) -> tuple[Callable, Callable, tuple[str, ...], tuple[str, ...]]:
+    """A language's (speaker pool maker ``(num, seed, voices)``, sentence drawer, train voices, dev voices)."""
+    if language == "english":
+        pool = lambda num, seed, voices: make_espeak_speaker_pool(num, voices, seed)  # noqa: E731
+        return pool, random_sentence, ESPEAK_TRAIN_VOICES, ESPEAK_DEV_VOICES
+    if language == "mandarin":
+        pool, sentence = make_mandarin_speaker_pool, random_mandarin_sentence
+        return pool, sentence, MANDARIN_TRAIN_VARIANTS, MANDARIN_DEV_VARIANTS
+    raise ValueError(f"language must be one of {ESPEAK_LANGUAGES}, got {language!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1484,6 +1508,19 @@ MANDARIN_HOMOPHONES: tuple[tuple[str, ...], ...] = (
 MANDARIN_MAX_CHARACTERS = 16  # longer draws are drawn again: at most about 5 s of speech
 
 
+def homophone_errors(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[int, int]:
+    """(substitutions of a character by a homophone of it (`MANDARIN_HOMOPHONES`), all character edits),
+    summed over the pairs, on one minimal alignment of each (`implementation.edit_alignment`): the share
+    of a recogniser's errors that the audio alone could not have avoided."""
+    group_of = {char: group for group in MANDARIN_HOMOPHONES for char in group}
+    homophones = edits = 0
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        pairs = edit_alignment(reference, hypothesis)
+        edits += sum(r != h for r, h in pairs)
+        homophones += sum(r is not None and r != h and h in group_of.get(r, ()) for r, h in pairs)
+    return homophones, edits
+
+
 def _words_of(table) -> set[str]:
     """Every word in a nested table of tuples of words."""
     return {table} if isinstance(table, str) else set().union(*(_words_of(item) for item in table))
@@ -1504,6 +1541,19 @@ MANDARIN_VOCABULARY: tuple[str, ...] = tuple(sorted(_words_of(_MANDARIN_TABLES))
 def mandarin_characters() -> tuple[str, ...]:
     """Every character the Mandarin grammar can write, sorted (Unicode order): the corpus's alphabet."""
     return tuple(sorted({character for word in MANDARIN_VOCABULARY for character in word}))
+
+
+# The output alphabet of a Mandarin model (implementation.py section 1): every character the grammar can
+# write, and no space: Chinese is written without them, so white space in a transcript is dropped, and the
+# language model's tokens are characters.
+MANDARIN = Alphabet(
+    "mandarin",
+    mandarin_characters(),
+    spaced=False,
+    lowercase=False,
+    hint="A Mandarin model writes the characters of the lesson's grammar (corpora.mandarin_characters()), "
+    "without punctuation.",
+)
 
 
 def _is_plural(subject: list[str]) -> bool:
@@ -1791,6 +1841,24 @@ def check_mandarin_speakable(text: str) -> None:
         raise ValueError("text is empty; pass at least one character of mandarin_characters()")
 
 
+# The character language model (implementation.py section 9 with MANDARIN's tokens): the beam search scores
+# it at every emitted character (§3.9, as recalled: character-level decoding, no word segmentation). It learns
+# from sentences of the grammar that are never a dev sentence, so what it adds on dev is what it knows of
+# the grammar, not a memorised transcript. The order was chosen on held-out sentences of the grammar
+# (benchmarks/README.md, "Mandarin character LM").
+MANDARIN_LM_ORDER = 4
+
+
+def mandarin_lm(
+    seed: int, sentences: int = 20_000, order: int = MANDARIN_LM_ORDER, exclude: Iterable[str] = ()
+) -> NGramLM:
+    """A character n-gram LM on ``sentences`` of the Mandarin grammar drawn with ``seed`` (from its own
+    stream, ``[seed, 99]``, as ``grammar_lm``), leaving out every sentence in ``exclude`` (the dev texts)."""
+    rng, leave_out = np.random.default_rng([seed, 99]), set(exclude)
+    drawn = (random_mandarin_sentence(rng) for _ in range(sentences))
+    return NGramLM.train([s for s in drawn if s not in leave_out], order=order, alphabet=MANDARIN)
+
+
 # --- 4.2 Pinyin, for reading the characters ---
 
 # Where pypinyin's reading of a word of the grammar, looked up on its own, is not the reading the grammar
@@ -1881,88 +1949,34 @@ def make_mandarin_speaker_pool(
     )
 
 
-def make_mandarin_split(
-    name: str,
-    num_utterances: int,
-    speakers: Sequence[EspeakSpeaker],
-    seed: Seed,
-    noise_kinds: Sequence[str] = (),
-    snr_db: float | tuple[float, float] = 10.0,
-    noisy_fraction: float = 1.0,
-    sample_rate: int = SAMPLE_RATE,
-    workers: int = 1,
-) -> SyntheticSplit:
-    """`make_espeak_split` speaking the Mandarin grammar (`random_mandarin_sentence`), with `speakers` from
-    `make_mandarin_speaker_pool`; the same arguments, and the same determinism."""
-    return make_espeak_split(
-        name,
-        num_utterances,
-        speakers,
-        seed,
-        noise_kinds,
-        snr_db,
-        noisy_fraction,
-        sample_rate,
-        workers,
-        sentence=random_mandarin_sentence,
-    )
-
-
 def make_mandarin_splits(
     train_size: int,
     dev_size: int,
     seed: int = 0,
-    train_noise_fraction: float = 0.0,
-    train_snr_db: tuple[float, float] = (5.0, 30.0),
-    num_train_speakers: int = 200,
-    num_dev_speakers: int = 40,
-    sample_rate: int = SAMPLE_RATE,
-    workers: int = 1,
     train_variants: Sequence[str] = MANDARIN_TRAIN_VARIANTS,
     dev_variants: Sequence[str] = MANDARIN_DEV_VARIANTS,
+    **options,
 ) -> dict[str, SyntheticSplit]:
-    """The three splits of `make_espeak_splits`, in Mandarin: dev spoken by voice variants unheard in train.
-
-    The same recipe as English (`implementation.three_splits`): "train" is spoken by speakers with
-    `train_variants`, "dev-clean" and "dev-noisy" by speakers with `dev_variants` (each dev split its own
-    pool); `train_noise_fraction` of "train" gets white, pink or babble noise at an SNR drawn from
-    `train_snr_db`; "dev-noisy" gets one of them at 10 dB SNR. Texts are unsegmented sentences of
-    `random_mandarin_sentence`; utterance i depends only on the split's seed and i (any ``workers``).
-
-    Raises ImportError (one line, with the install command) when espeak-ng is not installed.
-
-    Returns:
-        {"train": ..., "dev-clean": ..., "dev-noisy": ...}
-    """
-    shared = sorted(set(train_variants) & set(dev_variants))
-    if shared:
-        raise ValueError(
-            f"train_variants and dev_variants share {shared}; the dev voices must be unheard in training"
-        )
-    check_espeak_available()
-    pools = {
-        "train": make_mandarin_speaker_pool(num_train_speakers, (seed, 0), train_variants),
-        "dev-clean": make_mandarin_speaker_pool(num_dev_speakers, (seed, 1), dev_variants),
-        "dev-noisy": make_mandarin_speaker_pool(num_dev_speakers, (seed, 2), dev_variants),
-    }
-    if set(pools["dev-clean"]) & set(pools["dev-noisy"]):  # ints drawn from small ranges could collide
-        raise RuntimeError("the speaker pools of dev-clean and dev-noisy overlap; choose another seed")
-    return three_splits(
-        make_mandarin_split,
-        pools,
-        train_size,
-        dev_size,
-        seed,
-        train_noise_fraction,
-        train_snr_db,
-        sample_rate,
-        workers,
-    )
+    """The three splits of `make_espeak_splits` in Mandarin: the grammar's unsegmented sentences
+    (`random_mandarin_sentence`), "train" spoken by `train_variants`, both dev splits by `dev_variants`,
+    never heard in training. ``options``: `make_espeak_splits`'s (noise, speakers, rate, workers); the
+    same determinism (utterance i depends only on the split's seed and i)."""
+    voices = dict(train_voices=train_variants, dev_voices=dev_variants)
+    return make_espeak_splits(train_size, dev_size, seed, **options, **voices, language="mandarin")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # 5. The data of a training run
 # ----------------------------------------------------------------------------------------------------------
+
+
+# The decoder's weights (alpha, beta) of Q(y) = log p_ctc + alpha log p_lm + beta |y| (§3.8), by the
+# alphabet's language: the word LM's, and the character LM's, where |y| counts characters. Mandarin's were
+# tuned on a tuning split of its own (benchmarks/tune_decoder.py; benchmarks/README.md).
+DECODING = {"english": (0.5, 1.0), "mandarin": (0.5, 3.0)}
+# Epochs of train_minimal.py's run where the corpus needs other than TrainConfig's: Mandarin's 452 characters
+# need more updates than English's 28 symbols (benchmarks/README.md, "Mandarin").
+EPOCHS = {"mandarin": 8}
 
 
 def training_data(args, config: DS2Config) -> tuple[dict, NGramLM, str, DS2Config]:
@@ -1984,12 +1998,14 @@ def training_data(args, config: DS2Config) -> tuple[dict, NGramLM, str, DS2Confi
         splits = read_corpus_splits(
             args.data, args.data_dir, args.dev_dir, args.seed, args.min_seconds, args.max_seconds, config
         )
-    else:  # letter-phones (implementation.py) or English spoken by espeak-ng (py), both cached
+    else:  # letter-phones (implementation.py), English or Mandarin spoken by espeak-ng, all cached
         cache = dict(cache_dir=args.cache_dir, use_cache=not args.no_cache, log=sources.append)
-        corpus = "espeak" if args.data == "espeak" else "letters"
+        corpus = args.data if args.data in CORPORA else "letters"
         splits = cached_splits(
             args.train_size, args.dev_size, args.seed, args.noise, args.workers, **cache, corpus=corpus
         )
+    if args.data == "mandarin":  # §3.9: the same network; only the data and the output alphabet change
+        config = dataclasses.replace(config, alphabet=MANDARIN, num_classes=None)
     if config.normalize == "causal" and config.normalize_prior is None:  # the training set's, once
         raw = featurize_batch(splits["train"].waveforms, raw=True)
         prior = estimate_causal_prior(raw, config.spectrogram_floor_db)
@@ -2006,11 +2022,18 @@ def training_data(args, config: DS2Config) -> tuple[dict, NGramLM, str, DS2Confi
             f"{splits['dev'].source}; LM on the {trained_on} training transcripts ({time.time() - t_start:.1f} s)"
         )
     else:
-        lm = grammar_lm(args.seed, args.lm_sentences)
+        if (
+            args.data == "mandarin"
+        ):  # a character LM, on sentences of the grammar that are never dev sentences
+            dev = {text for name, split in splits.items() if name != "train" for text in split.texts}
+            lm = mandarin_lm(args.seed, args.lm_sentences, exclude=dev)
+            kind = f"character {lm.order}-gram LM on {args.lm_sentences} sentences less the dev ones"
+        else:
+            lm, kind = grammar_lm(args.seed, args.lm_sentences), f"LM on {args.lm_sentences} sentences"
         cached = bool(sources) and all("from the cache" in line for line in sources)  # --no-cache: []
         summary = (
             f"data: {trained_on} train utterances ({hours * 60:.1f} min of audio), {args.dev_size} dev-clean, "
-            f"{args.dev_size} dev-noisy; LM on {args.lm_sentences} sentences ({time.time() - t_start:.1f} s; "
+            f"{args.dev_size} dev-noisy; {kind} ({time.time() - t_start:.1f} s; "
             f"audio {'from the cache' if cached else 'synthesised'})"
         )
     return data, lm, summary, config

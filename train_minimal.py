@@ -3,13 +3,14 @@
     python train_minimal.py                          # train; writes runs/ds2/{checkpoint.pt, metrics.json, curves.png}
     python train_minimal.py --resume runs/ds2/checkpoint.pt --epochs 5      # continue a run, to 5 epochs
     python train_minimal.py --transcribe clip.wav --checkpoint runs/ds2/checkpoint.pt   # [--stream: as it arrives]
+    python train_minimal.py --data mandarin --out runs/mandarin        # Chinese characters (§3.9)
     python train_minimal.py --data librispeech --data-dir LibriSpeech/dev-clean            # recorded speech
     torchrun --nproc_per_node 4 train_minimal.py --device cuda --batch-size 128   # 4 GPUs, one global batch
 
 Top to bottom: make the data, build the model, train with ``implementation.fit`` (each epoch: SortaGrad
 batches -> forward -> CTC loss -> backward -> clip -> step, then evaluate; this script's hooks print,
-checkpoint and stop on Ctrl-C), then decode with beam search and the word LM. The flags' defaults are
-implementation.py's ``DS2Config`` and ``TrainConfig``; the data beyond its letter-phones is corpora.py."""
+checkpoint and stop on Ctrl-C), then decode with beam search and the LM (of words, or of characters). The
+defaults are implementation.py's ``DS2Config`` and ``TrainConfig``; the data beyond letter-phones: corpora.py."""
 
 import argparse
 import json
@@ -42,7 +43,7 @@ def parse_args(argv=None):
     )
     # fmt: off
     a = p.add_argument_group("training").add_argument
-    a("--epochs", type=int, default=TRAIN.epochs, help="passes over the training set")
+    a("--epochs", type=int, help=f"passes over the training set (default {TRAIN.epochs}; --data mandarin: {corpora.EPOCHS['mandarin']})%(default).0s")
     a("--batch-size", type=int, default=TRAIN.batch_size, help="utterances per minibatch; under torchrun the global minibatch, dealt out to the processes")
     a("--lr", type=float, default=TRAIN.lr, help=f"peak learning rate (cosine decay to {TRAIN.lr_floor:.0%}% of it)")
     a("--optimizer", choices=["adam", "sgd"], default=TRAIN.optimizer, help="adam, or SGD with Nesterov momentum, the paper's optimiser as we recall it (try --lr 0.05)")
@@ -65,8 +66,8 @@ def parse_args(argv=None):
     a("--dev-size", type=int, default=200, help="utterances in each of dev-clean and dev-noisy (synthetic data)")
     a("--noise", type=float, default=0.5, help="fraction of training utterances with added noise (5-30 dB SNR; synthetic data)")
     a("--lm-sentences", type=int, default=20000, help="sentences of text to train the word LM on (synthetic data; a real corpus's LM learns from its training transcripts)")
-    a("--data", choices=["letters", "espeak", "librispeech", "manifest"], default="letters",
-      help=f"letters: the letter-phone speech of §11; espeak: English spoken by espeak-ng (needs {corpora.ESPEAK_REQUIREMENT}); "
+    a("--data", choices=["letters", "espeak", "mandarin", "librispeech", "manifest"], default="letters",
+      help=f"letters: the letter-phone speech of §11; espeak: English spoken by espeak-ng (needs {corpora.ESPEAK_REQUIREMENT}); mandarin: Chinese characters spoken by espeak-ng (§3.9); "
            "librispeech: a LibriSpeech folder (--data-dir); manifest: a CSV/JSONL of audio paths and transcripts (--data-dir)")
     a("--data-dir", metavar="PATH", help="--data librispeech: a subset folder such as LibriSpeech/train-clean-100; --data manifest: the .csv/.jsonl file")
     a("--dev-dir", metavar="PATH", help="dev data in the same format as --data-dir; when absent, 10%% of the training speakers are held out")
@@ -76,8 +77,8 @@ def parse_args(argv=None):
     a("--no-cache", action="store_true", help="synthesise the data afresh; neither read nor write the cache")
     a = p.add_argument_group("decoding (§3.8)").add_argument
     a("--beam-width", type=int, default=32, help="beam for the final beam-search evaluation")
-    a("--alpha", type=float, default=0.5, help="LM weight")
-    a("--beta", type=float, default=1.0, help="word insertion bonus")
+    a("--alpha", type=float, help="LM weight (default: {english} for the word LM; {mandarin} for Mandarin's character LM)%(default).0s".format_map({k: v[0] for k, v in corpora.DECODING.items()}))
+    a("--beta", type=float, help="bonus per word (default: {english}); per character for Mandarin ({mandarin})%(default).0s".format_map({k: v[1] for k, v in corpora.DECODING.items()}))
     a("--decoder", choices=["beam", "flashlight"], default="beam", help="beam: the lesson's prefix beam search (Python); flashlight: torchaudio's ctc_decoder (C++, KenLM) for large LMs")
     a("--lm-path", metavar="FILE", help="a KenLM word LM (ARPA, or binary with --decoder flashlight) instead of the run's own lm.arpa")
     a = p.add_argument_group("run").add_argument
@@ -96,6 +97,7 @@ def parse_args(argv=None):
     a("--chunk-ms", type=float, default=80.0, help="with --stream: milliseconds of audio per chunk")
     # fmt: on
     args = p.parse_args(argv)
+    args.epochs = corpora.EPOCHS.get(args.data, TRAIN.epochs) if args.epochs is None else args.epochs
     for name in ("epochs", "batch_size", "train_size", "dev_size", "hidden", "rnn_layers", "conv_channels"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -107,11 +109,11 @@ def parse_args(argv=None):
         p.error(f"--noise is a fraction in [0, 1], got {args.noise}")
     if args.batch_size > args.train_size:
         p.error(f"--batch-size {args.batch_size} is larger than --train-size {args.train_size}")
+    if args.decoder == "flashlight" and args.data == "mandarin":
+        p.error("--decoder flashlight decodes English words with a lexicon; Mandarin uses --decoder beam")
     if args.lm_path and not os.path.isfile(args.lm_path):
         p.error(f"--lm-path {args.lm_path}: no such file (give a KenLM ARPA or binary language model)")
-    if (real := args.data in ("librispeech", "manifest")) != bool(args.data_dir) or (
-        args.dev_dir and not real
-    ):
+    if (real := args.data in ("librispeech", "manifest")) != bool(args.data_dir) or (args.dev_dir and not real):  # fmt: skip
         p.error(f"--data {args.data} needs --data-dir (a LibriSpeech folder or a manifest file)" if real else f"--data-dir and --dev-dir are for --data librispeech or manifest, not --data {args.data}")  # fmt: skip
     return args
 
@@ -122,12 +124,16 @@ def make_decoder(args, run_lm, words=()):
     return flashlight and flashlight(args.lm_path or run_lm, words, args.beam_width, args.alpha, args.beta)
 
 
+def set_decoding(args, alphabet):  # --alpha and --beta, else the defaults for the model's language's LM
+    args.alpha, args.beta = (v if v is not None else d for v, d in zip((args.alpha, args.beta), corpora.DECODING[alphabet.name], strict=True))  # fmt: skip
+
+
 def transcribe_file(args):
     model, _ = ds2.load_checkpoint(args.checkpoint)  # on the CPU, wherever it was trained
+    set_decoding(args, model.config.alphabet)
     model.to(ds2.pick_device(args.device))
     waveform, sample_rate = ds2.load_audio(args.transcribe)
-    run_lm = os.path.join(os.path.dirname(args.checkpoint), "lm.arpa")
-    run_lm = run_lm if os.path.isfile(run_lm) else None
+    run_lm = path if os.path.isfile(path := os.path.join(os.path.dirname(args.checkpoint), "lm.arpa")) else None  # fmt: skip
     decoder, lm_path = make_decoder(args, run_lm), args.lm_path or run_lm
     lm = ds2.NGramLM.from_arpa(lm_path) if lm_path and decoder is None else None
     beam = args.beam_width if lm is not None else 0
@@ -144,9 +150,8 @@ class Run:
 
     def __init__(self, args, model, optimizer, state, main_process, num_utterances):
         self.args, self.model, self.optimizer, self.state = args, model, optimizer, state
-        self.main_process, self.checkpoint = main_process, os.path.join(args.out, "checkpoint.pt")
-        self.steps = ds2.steps_per_epoch(num_utterances, args.batch_size, ds2.distributed_world()[1])
-        self.bar, self.interrupted = None, []
+        self.main_process, self.checkpoint, self.bar = main_process, os.path.join(args.out, "checkpoint.pt"), None  # fmt: skip
+        self.steps, self.interrupted = ds2.steps_per_epoch(num_utterances, args.batch_size, ds2.distributed_world()[1]), []  # fmt: skip
         signal.signal(signal.SIGINT, lambda *_: self.interrupted.append(True))  # stop at the next batch
 
     def save(self, final=None):  # the model itself, not DDP's wrapper: any number of processes loads it
@@ -162,39 +167,33 @@ class Run:
 
     def on_step(self, state, loss):
         if self.bar is None:  # the epoch's first step in this run (which may resume mid-epoch)
-            desc = f"epoch {state.epoch + 1}/{self.args.epochs}"
-            self.bar = tqdm(total=self.steps, initial=state.batch - 1, desc=desc, leave=False, disable=not self.main_process)  # fmt: skip
+            self.bar = tqdm(total=self.steps, initial=state.batch - 1, desc=f"epoch {state.epoch + 1}/{self.args.epochs}", leave=False, disable=not self.main_process)  # fmt: skip
         self.bar.update()
         self.bar.set_postfix(loss=f"{loss:.2f}")
 
     def on_epoch(self, state, record):
         self.bar = self.bar.close() if self.bar is not None else None
-        rates = "".join(f"{s} CER {100 * record[s]['cer']:5.2f}% WER {100 * record[s]['wer']:5.2f}%  " for s in record if s.startswith("dev"))  # fmt: skip
+        rates = "".join(f"{s} {ds2.error_rates(record[s])}  " for s in record if s.startswith("dev"))
         print(f"epoch {record['epoch']:2d}  loss {record['train_loss']:7.3f}  {rates}{record['seconds']:5.1f} s")  # fmt: skip
         self.save()
 
 
 def final_evaluation(args, model, data, lm, decoder):
-    """Greedy and beam search (+ word LM, §3.8) on each dev split: ``{split: rates and 5 examples}``."""
+    """Greedy and beam search (+ the LM, §3.8) on each dev split: ``{split: rates and 5 examples}``."""
     final = {}
     for split in (name for name in data if name != "train"):  # dev-clean and dev-noisy, or the one "dev"
-        decode = dict(decoder=decoder, workers=args.workers)
-        result = ds2.evaluate(model, *data[split], lm, args.beam_width, args.alpha, args.beta, **decode)
+        result = ds2.evaluate(model, *data[split], lm, args.beam_width, args.alpha, args.beta, decoder=decoder, workers=args.workers)  # fmt: skip
         f = final[split] = {k: v for k, v in result.items() if not k.endswith("hypotheses")}
         examples = zip(data[split][1], result["hypotheses"], result["beam_hypotheses"], strict=True)
         f["examples"] = [{"reference": r, "greedy": g, "beam_lm": b} for r, g, b in list(examples)[:5]]
-        print(
-            f"{split:9s}  greedy CER {100 * f['cer']:5.2f}% WER {100 * f['wer']:5.2f}%   "
-            f"beam+LM CER {100 * f['beam_cer']:5.2f}% WER {100 * f['beam_wer']:5.2f}%"
-        )
+        print(f"{split:9s}  greedy {ds2.error_rates(f)}   beam+LM {ds2.error_rates(f, 'beam_')}")
     return final
 
 
 def main(args):
     if args.transcribe:
         return transcribe_file(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or torch.get_num_threads())  # --threads 0: torch's default
     device = ds2.init_distributed(args.device)  # under torchrun: join the other processes (README)
     if args.amp and device.type != "cuda":  # CPUs without bf16 instructions emulate it: 10x slower here
         raise ValueError(f"--amp speeds up CUDA GPUs, and this run is on {device.type}: drop --amp")
@@ -211,6 +210,7 @@ def main(args):
         lookahead_context=args.lookahead, batch_norm=not args.no_batchnorm, normalize=args.normalize,
     )  # fmt: skip
     data, lm, summary, config = corpora.training_data(args, config)
+    set_decoding(args, config.alphabet)
     print(summary)
     if main_process:
         lm.to_arpa(run_lm)

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import corpora  # noqa: E402
 import implementation  # noqa: E402
 
 CHEATSHEET = ROOT / "CHEATSHEET.md"
@@ -843,6 +844,7 @@ def test_cheatsheet_defaults_are_the_codes():
     """Every default CHEATSHEET.md states is read from DS2Config, TrainConfig or train_minimal.py's flags."""
     model, train = implementation.DS2Config(), implementation.TrainConfig()
     cli = importlib.import_module("train_minimal").parse_args([])
+    english, mandarin = corpora.DECODING["english"], corpora.DECODING["mandarin"]  # --alpha, --beta defaults
     bins = implementation.frame_parameters(model.sample_rate, model.window_ms, model.stride_ms)[0] // 2 + 1
     expected = {
         "input": [f"{model.window_ms:g} ms / {model.stride_ms:g} ms", f"{bins} bins"]
@@ -858,7 +860,8 @@ def test_cheatsheet_defaults_are_the_codes():
         ],
         "batch size": [f"{train.batch_size} (`--batch-size`)"],
         "gradient clipping": [f"global norm {train.clip:g} (`--clip`)"],
-        "LM": [f"alpha {cli.alpha}", f"beta {cli.beta}", f"beam {cli.beam_width}"],
+        "LM": [f"alpha {english[0]}, beta {english[1]}, beam {cli.beam_width}"]
+        + [f"character {corpora.MANDARIN_LM_ORDER}-gram", f"alpha {mandarin[0]}, beta {mandarin[1]}"],
     }
     assert len(set(model.conv_channels)) == 1, "the table says 'N each': say each layer's channels instead"
     wrong = {
