@@ -3179,6 +3179,13 @@ class TrainConfig:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside ``DistributedDataParallel`` (``distribute``), however many times wrapped."""
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return model
+
+
 def learning_rate(step: int, total_steps: int, peak: float, floor: float = 0.05) -> float:
     """Cosine decay from ``peak`` at step 0 to ``floor * peak`` at ``total_steps`` (and after)."""
     progress = min(step / max(total_steps, 1), 1.0)
@@ -3296,7 +3303,7 @@ def train_epoch(
         lengths, config.batch_size, state.epoch, config.seed, config.sortagrad, rank, world_size
     )
     total_steps = config.epochs * len(batches)
-    alphabet = model.config.alphabet
+    alphabet = unwrapped(model).config.alphabet
     for index in range(state.batch, len(batches)):
         chosen = batches[index]
         batch = collate([spectrograms[i] for i in chosen], [texts[i] for i in chosen], alphabet).to(device)
@@ -3431,7 +3438,7 @@ def evaluate(
     ``beam_*`` results: ``decoder(log_probs (T, C)) -> str``. ``workers`` > 1 runs ``prefix_beam_search``
     (pure Python, one utterance at a time) in that many forked processes; the results are the same.
     """
-    alphabet = model.config.alphabet
+    alphabet = unwrapped(model).config.alphabet
     texts = [alphabet.normalize(text) for text in texts]  # the references as the model writes them
     log_probs = predict(model, spectrograms, batch_size)
     greedy = [greedy_decode(lp, alphabet=alphabet)[0] for lp in log_probs]
