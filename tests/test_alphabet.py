@@ -300,3 +300,15 @@ def test_train_minimal_trains_and_transcribes_mandarin_end_to_end(tmp_path):
     english = [*command[:2], "--resume", str(out / "checkpoint.pt"), "--out", str(tmp_path / "again"), *tiny]
     refused = subprocess.run(english, capture_output=True, text=True, cwd=root)
     assert refused.returncode == 2 and "alphabet: checkpoint Alphabet('mandarin'" in refused.stderr
+
+
+def test_the_character_lm_steers_the_beam_at_every_character_not_only_at_the_end():
+    # The first frame's sound leans to 她 (0.55 against 0.45: the same syllable), and a beam of 1 keeps only
+    # one of them. Scored as each character is emitted, the LM (which has seen 他们, never 她们) keeps 他;
+    # an LM that waited for the end of a "word" would let the sound choose 她 and could not undo it.
+    lm = ds2.NGramLM.train(["他们"] * 5 + ["他们去"], order=2, alphabet=MANDARIN)
+    log_probs = torch.full((2, MANDARIN.num_classes), -30.0)
+    log_probs[0, MANDARIN.ids["她"]], log_probs[0, MANDARIN.ids["他"]] = math.log(0.55), math.log(0.45)
+    log_probs[1, MANDARIN.ids["们"]], log_probs[1, ds2.BLANK] = math.log(0.9), math.log(0.1)
+    assert ds2.prefix_beam_search(log_probs, 1, alphabet=MANDARIN) == "她们"  # the sound alone
+    assert ds2.prefix_beam_search(log_probs, 1, lm, alpha=1.0, alphabet=MANDARIN) == "他们"
