@@ -1845,7 +1845,7 @@ def check_mandarin_speakable(text: str) -> None:
 # it at every emitted character (§3.9, as recalled: character-level decoding, no word segmentation). It learns
 # from sentences of the grammar that are never a dev sentence, so what it adds on dev is what it knows of
 # the grammar, not a memorised transcript. The order was chosen on held-out sentences of the grammar
-# (benchmarks/README.md, "Mandarin character LM").
+# (benchmarks/README.md, "Mandarin: the recipe").
 MANDARIN_LM_ORDER = 4
 
 
@@ -1975,7 +1975,7 @@ def make_mandarin_splits(
 # tuned on a tuning split of its own (benchmarks/tune_decoder.py; benchmarks/README.md).
 DECODING = {"english": (0.5, 1.0), "mandarin": (0.5, 3.0)}
 # Epochs of train_minimal.py's run where the corpus needs other than TrainConfig's: Mandarin's 452 characters
-# need more updates than English's 28 symbols (benchmarks/README.md, "Mandarin").
+# need more updates than English's 28 symbols (benchmarks/README.md, "Mandarin: the recipe").
 EPOCHS = {"mandarin": 8}
 
 
