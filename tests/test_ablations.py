@@ -127,23 +127,23 @@ def test_the_sweeps_vary_what_they_say(quick_study):
     } == {("rnn", layers, norm) for layers in (1, 3, 5) for norm in (True, False)}
     assert all(s["model"]["batch_norm"] for s in bn.values())
     assert {(m["rnn_type"], m["rnn_layers"]) for m in models("gru").values()} == {
-        (kind, layers) for kind in ("gru", "rnn") for layers in (1, 3, 5)
+        (kind, layers) for kind in ("gru", "rnn") for layers in (3, 5)
     }
     assert {(m["conv_type"], len(m["conv_channels"])) for m in models("conv").values()} == {
-        (kind, layers) for kind in ("1d", "2d") for layers in (1, 2, 3)
+        (kind, layers) for kind in ("1d", "2d") for layers in (2, 3)
     }
-    assert sorted(m["conv_time_stride"] for m in models("stride").values()) == [2, 3, 4]
+    assert sorted(m["conv_time_stride"] for m in models("stride").values()) == [2, 4]
     lookahead = runs("lookahead")
     assert lookahead["bidirectional"]["model"]["bidirectional"]
     assert not lookahead["forward-only"]["model"]["bidirectional"]
-    assert sorted(s["model"]["lookahead_context"] for s in lookahead.values()) == [0, 0, 3, 10]
+    assert sorted(s["model"]["lookahead_context"] for s in lookahead.values()) == [0, 0, 10]
     assert lookahead["lookahead-10"]["build"]["lookahead_init"] == "identity"
     sortagrad = {
         v: (s["train"]["sortagrad"], s["build"]["recurrent_batch_norm"]) for v, s in runs("sortagrad").items()
     }
     assert sorted(sortagrad.values()) == [(False, False), (False, True), (True, False), (True, True)]
     noise = sorted(r["spec"]["data"]["train_noise_fraction"] for r in load(out, "noise")["runs"])
-    assert noise == [0.0, 0.5, 0.8]
+    assert noise == [0.0, 0.5]
     scaling = load(out, "scaling")
     sizes = [r["spec"]["data"]["train_size"] for r in scaling["runs"]]
     assert sizes == sorted(sizes) and len(set(sizes)) == 5 and max(sizes) >= 16 * min(sizes)
@@ -218,9 +218,9 @@ def test_an_older_results_file_is_replaced_not_resumed(quick_study, tmp_path, ca
 def test_an_identical_run_of_another_sweep_is_reused_not_retrained(quick_study):
     out, _, _ = quick_study
     gru = {r["variant"]: r for r in load(out, "gru")["runs"]}
-    reused = gru["simple-rnn-1"]
-    assert reused["reused_from"].startswith("batchnorm/batchnorm-1/")
-    original = {r["variant"]: r for r in load(out, "batchnorm")["runs"]}["batchnorm-1"]
+    reused = gru["simple-rnn-5"]
+    assert reused["reused_from"].startswith("batchnorm/batchnorm-5/")
+    original = {r["variant"]: r for r in load(out, "batchnorm")["runs"]}["batchnorm-5"]
     assert reused["spec"] == original["spec"] and reused["final"] == original["final"]
     assert "reused_from" not in gru["gru-3"]  # a GRU was trained here
 
@@ -281,9 +281,9 @@ def test_an_interrupted_sweep_continues_where_it_stopped(quick_study, tmp_path, 
         run, "execute", lambda item, *args: calls.append(item["variant"]) or real(item, *args)
     )
     assert run.main(quick_args(tmp_path, cache, "stride")) == 0
-    assert calls == ["stride-3", "stride-4"]  # the finished run is not repeated
+    assert calls == ["stride-4"]  # the finished run is not repeated
     saved = load(tmp_path, "stride")
-    assert saved["complete"] and [r["variant"] for r in saved["runs"]] == ["stride-2", "stride-3", "stride-4"]
+    assert saved["complete"] and [r["variant"] for r in saved["runs"]] == ["stride-2", "stride-4"]
 
     calls.clear()
     assert run.main(quick_args(tmp_path, cache, "stride")) == 0  # a finished sweep: nothing runs
