@@ -7,6 +7,8 @@ with the same Q(y); the LM's probabilities summed over its whole vocabulary.
 """
 
 import math
+import re
+import runpy
 import subprocess
 import sys
 import warnings
@@ -300,6 +302,27 @@ def test_train_minimal_trains_and_transcribes_mandarin_end_to_end(tmp_path):
     english = [*command[:2], "--resume", str(out / "checkpoint.pt"), "--out", str(tmp_path / "again"), *tiny]
     refused = subprocess.run(english, capture_output=True, text=True, cwd=root)
     assert refused.returncode == 2 and "alphabet: checkpoint Alphabet('mandarin'" in refused.stderr
+
+
+@pytest.mark.slow
+def test_mandarin_seeds_trains_as_train_minimal_does(tmp_path, capsys):
+    # benchmarks/mandarin_seeds.py's epochs must be train_minimal.py's, or its seed swaps say nothing.
+    root = Path(__file__).resolve().parents[1]
+    tiny = ["--train-size", "24", "--dev-size", "4", "--epochs", "1", "--cache-dir", str(tmp_path / "cache")]
+    command = [sys.executable, str(root / "train_minimal.py"), "--data", "mandarin", "--out", str(tmp_path / "run")]  # fmt: skip
+    result = subprocess.run([*command, *tiny, "--threads", "1", "--workers", "1", "--lm-sentences", "200"],
+                            capture_output=True, text=True, cwd=root)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("epoch  1"))
+    expected = re.search(r"loss +([0-9.]+) +dev-clean CER +([0-9.]+)%", line).groups()
+    seeds, threads = runpy.run_path(str(root / "benchmarks" / "mandarin_seeds.py")), torch.get_num_threads()
+    seeds["main"](["--seeds", "0", *tiny])
+    printed = next(line for line in capsys.readouterr().out.splitlines() if "epoch  1" in line)
+    assert re.search(r"loss +([0-9.]+) +dev-clean +([0-9.]+)%", printed).groups() == expected
+    seeds["main"](["--seeds", "0", "--conv-seed", "1", *tiny])  # another front-end: another start
+    other = next(line for line in capsys.readouterr().out.splitlines() if "epoch  1" in line)
+    torch.set_num_threads(threads)  # the script sets one thread; the tests after this one keep theirs
+    assert "(weights 0, conv 1)" in other and re.search(r"loss +([0-9.]+)", other).group(1) != expected[0]
 
 
 def test_the_character_lm_steers_the_beam_at_every_character_not_only_at_the_end():
