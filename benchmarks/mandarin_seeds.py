@@ -4,6 +4,7 @@
     python benchmarks/mandarin_seeds.py --seeds 0 --init-seed 1            # seed 0's data and batch order, seed 1's weights
     python benchmarks/mandarin_seeds.py --seeds 0 --conv-seed 1            # seed 0 throughout but seed 1's conv front-end
     python benchmarks/mandarin_seeds.py --seeds 1 3 --stop-after 5         # the 8-epoch schedule's first 5 epochs
+    python benchmarks/mandarin_seeds.py --no-sortagrad                     # epoch 1 shuffled too (§3.3 off)
 
 Trains each seed as ``python train_minimal.py --data mandarin --seed S --threads 1 --workers 1`` does (the
 same data from the cache, model, ``TrainConfig`` and the one loop, ``implementation.fit``; seed 0's epochs
@@ -52,6 +53,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, help=f"the schedule's length (default {corpora.EPOCHS['mandarin']})")
     p.add_argument("--dev-size", type=int, default=200, help="utterances in each dev split")
     p.add_argument("--cache-dir", help="the synthesised-data cache (default: train_minimal.py's)")
+    p.add_argument("--no-sortagrad", action="store_true", help="shuffle epoch 1 too, as train_minimal.py's")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s); greedy CER after each epoch")
@@ -65,11 +67,14 @@ def train_one(seed: int, args) -> None:
         f"--data mandarin --seed {seed} --workers 1 --train-size {args.train_size} --dev-size {args.dev_size}"
     )
     optional = {"--epochs": args.epochs, "--cache-dir": args.cache_dir}
-    run = train_minimal.parse_args(flags.split() + [str(x) for k, v in optional.items() if v for x in (k, v)])
+    shuffled = ["--no-sortagrad"] if args.no_sortagrad else []
+    run = train_minimal.parse_args(
+        flags.split() + [str(x) for k, v in optional.items() if v for x in (k, v)] + shuffled
+    )
     data, _, _, config = corpora.training_data(run, ds2.DS2Config())
     init = seed if args.init_seed is None else args.init_seed
     model = initial_model(config, init, args.conv_seed)
-    train = ds2.TrainConfig(epochs=run.epochs, batch_size=run.batch_size, lr=run.lr, seed=seed)
+    train = ds2.TrainConfig(run.epochs, run.batch_size, run.lr, sortagrad=not run.no_sortagrad, seed=seed)
     stop = args.stop_after or run.epochs
     conv = "" if args.conv_seed is None else f", conv {args.conv_seed}"
     label, began = f"seed {seed} (weights {init}{conv})", time.perf_counter()

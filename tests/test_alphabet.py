@@ -305,10 +305,12 @@ def test_train_minimal_trains_and_transcribes_mandarin_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_mandarin_seeds_trains_as_train_minimal_does(tmp_path, capsys):
+@pytest.mark.parametrize("curriculum", [[], ["--no-sortagrad"]])
+def test_mandarin_seeds_trains_as_train_minimal_does(tmp_path, capsys, curriculum):
     # benchmarks/mandarin_seeds.py's epochs must be train_minimal.py's, or its seed swaps say nothing.
     root = Path(__file__).resolve().parents[1]
     tiny = ["--train-size", "24", "--dev-size", "4", "--epochs", "1", "--cache-dir", str(tmp_path / "cache")]
+    tiny += curriculum
     command = [sys.executable, str(root / "train_minimal.py"), "--data", "mandarin", "--out", str(tmp_path / "run")]  # fmt: skip
     result = subprocess.run([*command, *tiny, "--threads", "1", "--workers", "1", "--lm-sentences", "200"],
                             capture_output=True, text=True, cwd=root)  # fmt: skip
