@@ -118,6 +118,16 @@ def parse_args(argv=None):
     return args
 
 
+def configs(args):  # the model (its alphabet is the data's: corpora.training_data) and the training recipe
+    model = ds2.DS2Config(
+        conv_channels=(args.conv_channels,) * args.conv_layers, conv_type=args.conv_type, rnn_type=args.rnn_type,
+        rnn_layers=args.rnn_layers, rnn_hidden=args.hidden, bidirectional=not args.unidirectional,
+        lookahead_context=args.lookahead, batch_norm=not args.no_batchnorm, normalize=args.normalize)  # fmt: skip
+    return model, ds2.TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        momentum=args.momentum, clip=args.clip, sortagrad=not args.no_sortagrad, seed=args.seed)  # fmt: skip
+
+
 def make_decoder(args, run_lm, words=()):
     """--decoder flashlight: torchaudio's beam search with --lm-path, else the run's LM; else None."""
     flashlight = production_decoder.flashlight_decoder if args.decoder == "flashlight" else None
@@ -204,11 +214,7 @@ def main(args):
     t_start, run_lm = time.time(), os.path.join(args.out, "lm.arpa")
 
     # ---- data (a real corpus is checked for CTC feasibility against the model's strides), the word LM
-    config = ds2.DS2Config(
-        conv_channels=(args.conv_channels,) * args.conv_layers, conv_type=args.conv_type, rnn_type=args.rnn_type,
-        rnn_layers=args.rnn_layers, rnn_hidden=args.hidden, bidirectional=not args.unidirectional,
-        lookahead_context=args.lookahead, batch_norm=not args.no_batchnorm, normalize=args.normalize,
-    )  # fmt: skip
+    config, train_config = configs(args)
     data, lm, summary, config = corpora.training_data(args, config)
     set_decoding(args, config.alphabet)
     print(summary)
@@ -219,10 +225,6 @@ def main(args):
     lm = ds2.NGramLM.from_arpa(args.lm_path) if args.lm_path and args.decoder == "beam" else lm
 
     # ---- model, optimiser and the run's state (a fresh start, or where a checkpoint left off)
-    train_config = ds2.TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        momentum=args.momentum, clip=args.clip, sortagrad=not args.no_sortagrad, seed=args.seed,
-    )  # fmt: skip
     torch.manual_seed(args.seed)
     model = ds2.DeepSpeech2(config).to(device)
     optimizer, state = ds2.make_optimizer(model, train_config), ds2.TrainState()
@@ -242,9 +244,7 @@ def main(args):
         ds2.fit(model, data["train"], train_config, dev, optimizer, state, log=None, amp=args.amp, **hooks)
     except FloatingPointError:
         run.bar = run.bar and run.bar.close()  # the error goes on a line of its own
-        print(
-            f"error: every batch of epoch {state.epoch + 1} gave a NaN/inf loss; lower --lr", file=sys.stderr
-        )
+        print(f"error: every batch of epoch {state.epoch + 1} gave a NaN/inf loss; lower --lr", file=sys.stderr)  # fmt: skip
         return 1
     status, again = (130 if run.interrupted else 0), f"--resume {run.checkpoint} and the same flags"
     if state.epoch < args.epochs:  # stopped early: save where we are and say how to go on

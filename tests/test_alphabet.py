@@ -305,7 +305,7 @@ def test_train_minimal_trains_and_transcribes_mandarin_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("curriculum", [[], ["--no-sortagrad"]])
+@pytest.mark.parametrize("curriculum", [[], ["--no-sortagrad"], ["--lr", "0.006", "--batch-size", "8"]])
 def test_mandarin_seeds_trains_as_train_minimal_does(tmp_path, capsys, curriculum):
     # benchmarks/mandarin_seeds.py's epochs must be train_minimal.py's, or its seed swaps say nothing.
     root = Path(__file__).resolve().parents[1]
