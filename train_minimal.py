@@ -43,10 +43,10 @@ def parse_args(argv=None):
     )
     # fmt: off
     a = p.add_argument_group("training").add_argument
-    a("--epochs", type=int, help=f"passes over the training set (default {TRAIN.epochs}; --data mandarin: {corpora.EPOCHS['mandarin']})%(default).0s")
+    a("--epochs", type=int, help=f"passes over the training set (default {TRAIN.epochs}; --data mandarin: {corpora.RECIPES['mandarin']['epochs']})%(default).0s")
     a("--batch-size", type=int, default=TRAIN.batch_size, help="utterances per minibatch; under torchrun the global minibatch, dealt out to the processes")
-    a("--lr", type=float, default=TRAIN.lr, help=f"peak learning rate (cosine decay to {TRAIN.lr_floor:.0%}% of it)")
-    a("--optimizer", choices=["adam", "sgd"], default=TRAIN.optimizer, help="adam, or SGD with Nesterov momentum, the paper's optimiser as we recall it (try --lr 0.05)")
+    a("--lr", type=float, help=f"peak learning rate, cosine decay to {TRAIN.lr_floor:.0%}% of it (default {TRAIN.lr}; --data mandarin with sgd: {corpora.RECIPES['mandarin']['lr']})%(default).0s")
+    a("--optimizer", choices=["adam", "sgd"], help=f"adam, or SGD with Nesterov momentum, the paper's optimiser as we recall it (try --lr 0.05) (default {TRAIN.optimizer}; --data mandarin: {corpora.RECIPES['mandarin']['optimizer']})%(default).0s")
     a("--momentum", type=float, default=TRAIN.momentum, help="momentum for --optimizer sgd")
     a("--clip", type=float, default=TRAIN.clip, help="clip the gradient's global norm to this")
     a("--no-sortagrad", action="store_true", help="shuffle epoch 1 too (turns off §3.3's curriculum)")
@@ -97,7 +97,7 @@ def parse_args(argv=None):
     a("--chunk-ms", type=float, default=80.0, help="with --stream: milliseconds of audio per chunk")
     # fmt: on
     args = p.parse_args(argv)
-    args.epochs = corpora.EPOCHS.get(args.data, TRAIN.epochs) if args.epochs is None else args.epochs
+    args.epochs, args.optimizer, args.lr = corpora.training_recipe(args.data, args.epochs, args.optimizer, args.lr)  # fmt: skip
     for name in ("epochs", "batch_size", "train_size", "dev_size", "hidden", "rnn_layers", "conv_channels"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

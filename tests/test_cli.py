@@ -164,3 +164,22 @@ def test_the_cli_trains_with_the_library_recipe_and_the_readme_names_it():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"(the defaults: {train.epochs} epochs of batch {train.batch_size})" in readme
     assert f"batch {train.batch_size}, {train.epochs} epochs over 2,000 synthetic" in readme
+
+
+def test_mandarin_trains_with_its_own_recipe_and_a_rate_follows_its_optimiser():
+    """--data mandarin's defaults are corpora.RECIPES' (more epochs, SGD); a flag overrides one of them, and a
+    learning rate chosen for SGD is never handed to Adam (nor English's Adam rate changed by it)."""
+    import corpora
+    import train_minimal
+
+    def parsed(argv):
+        args = train_minimal.parse_args(argv.split())
+        return args.epochs, args.optimizer, args.lr
+
+    recipe, train = corpora.RECIPES["mandarin"], ds2.TrainConfig()
+    assert recipe["optimizer"] != train.optimizer and recipe["lr"] != train.lr  # else nothing is tested
+    assert parsed("--data mandarin") == (recipe["epochs"], recipe["optimizer"], recipe["lr"])
+    assert parsed("--data mandarin --optimizer adam") == (recipe["epochs"], "adam", train.lr)
+    assert parsed("--data mandarin --lr 0.02 --epochs 2") == (2, recipe["optimizer"], 0.02)
+    assert parsed("--data espeak") == parsed("") == (train.epochs, train.optimizer, train.lr)
+    assert parsed("--optimizer sgd") == (train.epochs, "sgd", train.lr)  # English: as before

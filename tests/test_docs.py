@@ -845,6 +845,7 @@ def test_cheatsheet_defaults_are_the_codes():
     model, train = implementation.DS2Config(), implementation.TrainConfig()
     cli = importlib.import_module("train_minimal").parse_args([])
     english, mandarin = corpora.DECODING["english"], corpora.DECODING["mandarin"]  # --alpha, --beta defaults
+    zh = corpora.RECIPES["mandarin"]  # --data mandarin's epochs, optimiser and learning rate
     bins = implementation.frame_parameters(model.sample_rate, model.window_ms, model.stride_ms)[0] // 2 + 1
     expected = {
         "input": [f"{model.window_ms:g} ms / {model.stride_ms:g} ms", f"{bins} bins"]
@@ -857,7 +858,11 @@ def test_cheatsheet_defaults_are_the_codes():
         "optimiser": [
             f"{'Adam' if train.optimizer == 'adam' else 'SGD'}, lr {train.lr:g}",
             f"cosine to {100 * train.lr_floor:g}%",
+            f"Mandarin: {'Adam' if zh['optimizer'] == 'adam' else 'SGD with Nesterov momentum'}"
+            + (f" {train.momentum:g}" if zh["optimizer"] == "sgd" else "")
+            + f", lr {zh['lr']:g}",
         ],
+        "Mandarin training data": [f"{zh['epochs']} epochs (`--data mandarin`)"],
         "batch size": [f"{train.batch_size} (`--batch-size`)"],
         "gradient clipping": [f"global norm {train.clip:g} (`--clip`)"],
         "LM": [f"alpha {english[0]}, beta {english[1]}, beam {cli.beam_width}"]
