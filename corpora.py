@@ -1975,26 +1975,34 @@ def make_mandarin_splits(
 # alphabet's language: the word LM's, and the character LM's, where |y| counts characters. Mandarin's were
 # tuned on a tuning split of its own (benchmarks/tune_decoder.py; benchmarks/README.md).
 DECODING = {"english": (0.5, 1.0), "mandarin": (0.5, 3.0)}
-# How train_minimal.py trains a corpus where it needs other than TrainConfig's defaults (flags override).
-# Mandarin's 452 characters need more updates than English's 28 symbols (benchmarks/README.md, "Mandarin:
-# the recipe"), and with Adam about half of the seeds started slowly and never caught up, where SGD with
-# Nesterov momentum (the paper's optimiser, as we recall it) took off on most of them ("Mandarin: the
-# optimiser decides the start").
-RECIPES = {"mandarin": {"epochs": 8, "optimizer": "sgd", "lr": 0.05}}
+# How train_minimal.py trains a corpus where it needs other than its defaults (TRAIN_SIZE utterances and
+# TrainConfig's recipe; flags override). Mandarin's 452 characters need more updates and more examples of
+# each character than English's 28 symbols (benchmarks/README.md, "Mandarin: the recipe"), and with Adam
+# about half of the seeds started slowly and never caught up, where SGD with Nesterov momentum (the paper's
+# optimiser, as we recall it) took off on most of them ("Mandarin: the optimiser decides the start").
+TRAIN_SIZE = 2000
+RECIPES = {"mandarin": {"train_size": 3000, "epochs": 8, "optimizer": "sgd", "lr": 0.05}}
 
 
 def training_recipe(
-    corpus: str, epochs: int | None = None, optimizer: str | None = None, lr: float | None = None
-) -> tuple[int, str, float]:
-    """(epochs, optimizer, peak learning rate) for training on `corpus`: each as given, else the corpus's
-    `RECIPES` entry, else `TrainConfig`'s default. A learning rate belongs to the optimiser it was chosen
-    for: ``optimizer="adam"`` on Mandarin, without `lr`, gets TrainConfig's Adam rate, not the SGD one."""
-    recipe = dict(epochs=TrainConfig.epochs, optimizer=TrainConfig.optimizer, lr=TrainConfig.lr)
-    recipe |= RECIPES.get(corpus, {})
+    corpus: str,
+    train_size: int | None = None,
+    epochs: int | None = None,
+    optimizer: str | None = None,
+    lr: float | None = None,
+) -> tuple[int, int, str, float]:
+    """(training utterances, epochs, optimizer, peak learning rate) for training on `corpus`: each as given,
+    else the corpus's `RECIPES` entry, else the default (`TRAIN_SIZE`, `TrainConfig`'s). A learning rate
+    belongs to the optimiser it was chosen for: ``optimizer="adam"`` on Mandarin, without `lr`, gets
+    TrainConfig's Adam rate, not the SGD one."""
+    recipe = dict(train_size=TRAIN_SIZE, epochs=TrainConfig.epochs, optimizer=TrainConfig.optimizer)
+    recipe |= dict(lr=TrainConfig.lr) | RECIPES.get(corpus, {})
     optimizer = optimizer or recipe["optimizer"]
     if lr is None:
         lr = recipe["lr"] if optimizer == recipe["optimizer"] else TrainConfig.lr
-    return epochs or recipe["epochs"], optimizer, lr
+    given = dict(train_size=train_size, epochs=epochs)  # 0 stays 0, for the caller to refuse
+    train_size, epochs = (recipe[name] if value is None else value for name, value in given.items())
+    return train_size, epochs, optimizer, lr
 
 
 def training_data(args, config: DS2Config) -> tuple[dict, NGramLM, str, DS2Config]:

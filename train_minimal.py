@@ -62,7 +62,7 @@ def parse_args(argv=None):
     a("--normalize", choices=ds2.NORMALIZATIONS, default=MODEL.normalize, help="utterance: each utterance's own mean and variance (needs the whole recording); causal: statistics of the audio heard so far, from a training-set prior (streamable, --stream)")
     a("--lookahead", type=int, default=MODEL.lookahead_context, help="future frames for the lookahead convolution (with --unidirectional)")
     a = p.add_argument_group("data (synthetic speech, synthesised once and cached on disk; or a real corpus)").add_argument
-    a("--train-size", type=int, default=2000, help="training utterances (synthetic data)")
+    a("--train-size", type=int, help=f"training utterances (synthetic data; default {corpora.TRAIN_SIZE}; --data mandarin: {corpora.RECIPES['mandarin']['train_size']})%(default).0s")
     a("--dev-size", type=int, default=200, help="utterances in each of dev-clean and dev-noisy (synthetic data)")
     a("--noise", type=float, default=0.5, help="fraction of training utterances with added noise (5-30 dB SNR; synthetic data)")
     a("--lm-sentences", type=int, default=20000, help="sentences of text to train the word LM on (synthetic data; a real corpus's LM learns from its training transcripts)")
@@ -97,7 +97,7 @@ def parse_args(argv=None):
     a("--chunk-ms", type=float, default=80.0, help="with --stream: milliseconds of audio per chunk")
     # fmt: on
     args = p.parse_args(argv)
-    args.epochs, args.optimizer, args.lr = corpora.training_recipe(args.data, args.epochs, args.optimizer, args.lr)  # fmt: skip
+    args.train_size, args.epochs, args.optimizer, args.lr = corpora.training_recipe(args.data, args.train_size, args.epochs, args.optimizer, args.lr)  # fmt: skip
     for name in ("epochs", "batch_size", "train_size", "dev_size", "hidden", "rnn_layers", "conv_channels"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

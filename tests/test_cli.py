@@ -174,12 +174,22 @@ def test_mandarin_trains_with_its_own_recipe_and_a_rate_follows_its_optimiser():
 
     def parsed(argv):
         args = train_minimal.parse_args(argv.split())
-        return args.epochs, args.optimizer, args.lr
+        return args.train_size, args.epochs, args.optimizer, args.lr
 
-    recipe, train = corpora.RECIPES["mandarin"], ds2.TrainConfig()
+    recipe, train, size = corpora.RECIPES["mandarin"], ds2.TrainConfig(), corpora.TRAIN_SIZE
     assert recipe["optimizer"] != train.optimizer and recipe["lr"] != train.lr  # else nothing is tested
-    assert parsed("--data mandarin") == (recipe["epochs"], recipe["optimizer"], recipe["lr"])
-    assert parsed("--data mandarin --optimizer adam") == (recipe["epochs"], "adam", train.lr)
-    assert parsed("--data mandarin --lr 0.02 --epochs 2") == (2, recipe["optimizer"], 0.02)
-    assert parsed("--data espeak") == parsed("") == (train.epochs, train.optimizer, train.lr)
-    assert parsed("--optimizer sgd") == (train.epochs, "sgd", train.lr)  # English: as before
+    assert recipe["train_size"] != size and recipe["epochs"] != train.epochs
+    zh = recipe["train_size"], recipe["epochs"]
+    assert parsed("--data mandarin") == (*zh, recipe["optimizer"], recipe["lr"])
+    assert parsed("--data mandarin --optimizer adam") == (*zh, "adam", train.lr)
+    assert parsed("--data mandarin --lr 0.02 --epochs 2 --train-size 64") == (
+        64,
+        2,
+        recipe["optimizer"],
+        0.02,
+    )
+    assert parsed("--data espeak") == parsed("") == (size, train.epochs, train.optimizer, train.lr)
+    assert parsed("--optimizer sgd") == (size, train.epochs, "sgd", train.lr)  # English: as before
+    for flag in ("--epochs", "--train-size"):  # 0 is refused, not taken for "the recipe's"
+        with pytest.raises(SystemExit):
+            train_minimal.parse_args(["--data", "mandarin", flag, "0"])

@@ -845,7 +845,7 @@ def test_cheatsheet_defaults_are_the_codes():
     model, train = implementation.DS2Config(), implementation.TrainConfig()
     cli = importlib.import_module("train_minimal").parse_args([])
     english, mandarin = corpora.DECODING["english"], corpora.DECODING["mandarin"]  # --alpha, --beta defaults
-    zh = corpora.RECIPES["mandarin"]  # --data mandarin's epochs, optimiser and learning rate
+    zh = corpora.RECIPES["mandarin"]  # --data mandarin's training size, epochs, optimiser and learning rate
     bins = implementation.frame_parameters(model.sample_rate, model.window_ms, model.stride_ms)[0] // 2 + 1
     expected = {
         "input": [f"{model.window_ms:g} ms / {model.stride_ms:g} ms", f"{bins} bins"]
@@ -862,7 +862,10 @@ def test_cheatsheet_defaults_are_the_codes():
             + (f" {train.momentum:g}" if zh["optimizer"] == "sgd" else "")
             + f", lr {zh['lr']:g}",
         ],
-        "Mandarin training data": [f"{zh['epochs']} epochs (`--data mandarin`)"],
+        "Mandarin training data": [
+            f"{zh['train_size']:,} sentences",
+            f"{zh['epochs']} epochs (`--data mandarin`)",
+        ],
         "batch size": [f"{train.batch_size} (`--batch-size`)"],
         "gradient clipping": [f"global norm {train.clip:g} (`--clip`)"],
         "LM": [f"alpha {english[0]}, beta {english[1]}, beam {cli.beam_width}"]
