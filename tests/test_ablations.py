@@ -225,6 +225,23 @@ def test_an_identical_run_of_another_sweep_is_reused_not_retrained(quick_study):
     assert "reused_from" not in gru["gru-3"]  # a GRU was trained here
 
 
+def test_a_timed_sweep_trains_its_own_runs(quick_study, tmp_path, capsys):
+    """stride's finding includes seconds per epoch: its base-model arm is trained in the sweep, beside the
+    other arm, never reused from a run another sweep timed under other load (and a reused one is redone)."""
+    out, cache, _ = quick_study
+    assert run.SWEEPS["stride"].timed and not run.SWEEPS["gru"].timed
+    stride = load(out, "stride")
+    lookahead = {r["variant"]: r for r in load(out, "lookahead")["runs"]}
+    base = next(r for r in stride["runs"] if r["variant"] == "stride-2")
+    assert base["spec"] == lookahead["bidirectional"]["spec"]  # identical: a reuse was possible
+    assert not any("reused_from" in r for r in stride["runs"])
+    stride["runs"][0]["reused_from"] = "lookahead/bidirectional/seed0"  # as a sweep of before wrote it
+    (tmp_path / "stride.json").write_text(json.dumps(stride))
+    assert run.main(quick_args(tmp_path, cache, "stride")) == 0
+    assert f"{stride['runs'][0]['key']} was reused from" in capsys.readouterr().out
+    assert not any("reused_from" in r for r in load(tmp_path, "stride")["runs"])
+
+
 def test_one_progress_line_per_run(quick_study):
     _, _, lines = quick_study
     progress = [line for line in lines if line.startswith("[")]
