@@ -295,7 +295,7 @@ SWEEPS = {
         "recurrent layers",
     ),
     "gru": Sweep(
-        "GRU vs simple RNN at 1, 3 and 5 layers, both with recurrent BatchNorm (fixed parameter count)",
+        "GRU vs simple RNN at 3 and 5 layers, both with recurrent BatchNorm (fixed parameter count)",
         "§3.4, Table 3 topic",
         "At the same number of parameters, does a GRU beat a simple RNN (clipped ReLU) at each depth?",
         "recurrent layers",
@@ -316,13 +316,13 @@ SWEEPS = {
         timed=True,
     ),
     "conv": Sweep(
-        "1D (time only) vs 2D (frequency x time) convolutions, 1-3 layers, 2xGRU (fixed parameter count)",
+        "1D (time only) vs 2D (frequency x time) convolutions, 2 and 3 layers, 2xGRU (fixed parameter count)",
         "§3.5, Table 4 topic",
         "Do 2D convolutions beat 1D convolutions over time, and is the gap larger on noisy speech?",
         "convolution layers",
     ),
     "noise": Sweep(
-        "training with added noise: 0, 50% or 80% of the training utterances (2xGRU, the base model)",
+        "training with added noise: none or 50% of the training utterances (2xGRU, the base model)",
         "§5.2",
         "Does adding noise to part of the training set help on noisy speech, noise never heard in "
         "training included, and what does it cost on clean speech?",
