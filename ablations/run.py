@@ -89,7 +89,7 @@ class Size:
     curve_every: int = 25  # updates between two points of a run's learning curves
     curve_size: int = 50  # the curves' utterances: the last curve_size of each of CURVE_SPLITS
     # Evaluations of the curve without a new best dev-noisy CER before training stops, the best weights
-    # then restored (the scaling sweep: every size trained to convergence); None: the full budget.
+    # then restored (the scaling sweep: every size trained until it stops improving); None: the full budget.
     early_stopping: int | None = None
     budget_minutes: float = 120.0  # what the sweep is sized to (2 CPU cores, 2 jobs of 1 thread)
     note: str = ""  # how this size departs from the others, for the README and the JSON
@@ -329,7 +329,7 @@ SWEEPS = {
         "fraction of training utterances with added noise",
     ),
     "scaling": Sweep(
-        "dev error against hours of training audio, each size trained to convergence (2xGRU, early "
+        "dev error against hours of training audio, each size trained until it stopped improving (2xGRU, early "
         "stopping on dev-noisy)",
         "§5.3, Table 10 topic",
         "How does the error fall with more training audio, and how does a fitted power law compare with "
