@@ -23,10 +23,17 @@ TAKEOFF_CER = 0.5  # run.TAKEOFF_CER
 
 
 def figure_curves(results_path, out_path) -> None:
-    results = json.loads(Path(results_path).read_text(encoding="utf-8"))
+    """Draw the sweep of ``results_path`` (a sweep's JSON) into ``out_path`` (a PNG)."""
+    fig = draw_curves(json.loads(Path(results_path).read_text(encoding="utf-8")))
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+
+
+def draw_curves(results: dict) -> plt.Figure:
+    """The figure of one sweep's results (its JSON, loaded): one panel per curve split."""
     runs = [run for run in results["runs"] if run.get("curves")]
     if not runs:
-        raise ValueError(f"{results_path} holds no learning curves (results of format 1?)")
+        raise ValueError(f"the {results.get('sweep')} sweep's results hold no learning curves (format 1?)")
     splits = [s for s in ("dev-clean", "dev-noisy") if s in runs[0]["curves"]]
     variants = list(dict.fromkeys(run["variant"] for run in runs))
     colours = plt.get_cmap("tab10")
@@ -48,8 +55,7 @@ def figure_curves(results_path, out_path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(f"ablations/run.py {results['sweep']}: {results['title']} - every seed's curve", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ The reasons are written by hand, one per (sweep, verdict): if a rerun changes a 
 refuses until someone writes the reason for the new one. ``--write`` also writes the README's heading and
 lead sentence (``summary``), with the verdicts counted, so the heading can never claim more than the
 table shows. tests/test_ablations.py checks that README.md's table is this script's output for the
-committed results; tests/test_docs.py checks the same of the heading and lead sentence. Results of the
-first study's format (no curves, unpaired rule) are rendered by ablations/findings_legacy.py until every
-sweep has been rerun.
+committed results; tests/test_docs.py checks the same of the heading and lead sentence.
 """
 
 import argparse
@@ -40,7 +38,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import implementation as ds2  # noqa: E402  (for its atomic_write_text: README is never half-written)
-from ablations import findings_legacy as legacy  # noqa: E402
 
 RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
@@ -193,7 +190,7 @@ class Finding:
 
 
 def load_paper() -> dict:
-    return legacy.load_paper()
+    return json.loads((HERE / "paper_results.json").read_text(encoding="utf-8"))
 
 
 def findings(paper: dict) -> list[Finding]:
@@ -525,15 +522,9 @@ def judge_finding(finding: Finding, data: dict, paper: dict) -> list[dict]:
 
 def verdict_of(finding: Finding, data: dict | None) -> str | None:
     """The finding's verdict (its primary comparison's), or None when the sweep is unfinished."""
-    if data is None or not data.get("complete"):
+    if data is None or not is_study(data) or not data.get("complete"):
         return None
-    if not is_study(data):
-        return legacy.verdict_of(legacy_finding(finding.sweep), data)
     return compare(finding.comparisons[0], data, load_paper())["verdict"]
-
-
-def legacy_finding(sweep: str) -> legacy.Finding:
-    return next(f for f in legacy.findings(load_paper()) if f.sweep == sweep)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -616,16 +607,9 @@ def row_for(finding: Finding, data: dict | None, paper: dict) -> tuple[list[str]
     ], (None if reason else f"{finding.sweep}: no reason written for the verdict '{result}'")
 
 
-def legacy_only(results: dict[str, dict]) -> bool:
-    """True while no sweep has results of this study's format: the first study's table is shown."""
-    return bool(results) and not any(is_study(data) for data in results.values())
-
-
 def table(results: dict[str, dict] | None = None) -> tuple[str, list[str]]:
     """The Markdown table and the list of verdicts still missing a written reason."""
     results = load_results() if results is None else results
-    if legacy_only(results):
-        return legacy.table(results)
     paper = load_paper()
     lines = [
         "| the paper finds | paper | ours | verdict | takeoff (k/n seeds, Fisher) | likely reason | rerun |",
@@ -640,33 +624,21 @@ def table(results: dict[str, dict] | None = None) -> tuple[str, list[str]]:
     return "\n".join(lines), missing
 
 
-STUDY_VERDICTS = ("reproduced", "contradicted", "inconclusive")
-
-
-def verdict_names(results: dict[str, dict]) -> tuple[str, ...]:
-    """The verdicts the heading counts: the first study's while only its results exist."""
-    return legacy.VERDICTS if legacy_only(results) else STUDY_VERDICTS
-
-
-# The verdicts of the committed results (tests/test_docs.py counts them in README.md's heading).
-VERDICTS = verdict_names(load_results())
+# The verdicts the heading counts (tests/test_docs.py counts them in README.md's heading).
+VERDICTS = ("reproduced", "contradicted", "inconclusive")
 
 
 def summary(results: dict[str, dict] | None = None) -> str:
     """The README's heading and lead sentence for the table: the verdicts counted, never more than they say."""
     results = load_results() if results is None else results
-    if legacy_only(results):
-        return legacy.summary(results)
     every = findings(load_paper())
-    named: dict[str, list[str]] = {v: [] for v in STUDY_VERDICTS}
+    named: dict[str, list[str]] = {v: [] for v in VERDICTS}
     not_run = []
     for finding in every:
         data = results.get(finding.sweep)
         result = verdict_of(finding, data) if is_study(data) else None
         (named[result] if result else not_run).append(f"`{finding.sweep}`")
-    heading = "### The paper's findings in miniature: " + ", ".join(
-        f"{len(named[v])} {v}" for v in STUDY_VERDICTS
-    )
+    heading = "### The paper's findings in miniature: " + ", ".join(f"{len(named[v])} {v}" for v in VERDICTS)
     words = {"reproduced": "reproduces", "contradicted": "contradicts", "inconclusive": "cannot resolve"}
     parts = [f"**{words[v]} {len(names)}** ({', '.join(names)})" for v, names in named.items() if names]
     if not_run:

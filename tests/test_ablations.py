@@ -478,29 +478,3 @@ def test_takeoff_is_counted_and_tested_not_averaged():
 
 
 # --- the first study's rule (format 1), which renders the committed results until they are rerun --------
-
-
-def _row(mean, std):
-    return {"dev-clean": {"greedy": {"cer": {"mean": mean, "std": std}}}, "train_hours": mean}
-
-
-@pytest.mark.parametrize(
-    "a, b, paper_better, outcome",
-    [
-        ((0.30, 0.02), (0.10, 0.05), "b", "holds"),  # b better by 0.20 > spread 0.05
-        ((0.30, 0.02), (0.10, 0.05), "a", "contradicts"),
-        ((0.30, 0.25), (0.10, 0.05), "b", "within the spread"),  # 0.20 < spread 0.25
-        ((0.10, 0.00), (0.10, 0.00), "b", "within the spread"),
-    ],
-)
-def test_a_legacy_comparison_holds_only_beyond_the_seed_spread(a, b, paper_better, outcome):
-    comparison = findings.legacy.Comparison("x", "A", "B", paper_better)
-    got, shown = findings.legacy.judge(comparison, {"A": _row(*a), "B": _row(*b)})
-    assert got == outcome and outcome in shown
-
-
-def test_legacy_verdicts_from_outcomes():
-    assert findings.legacy.verdict(["holds", "holds"]) == "reproduced"
-    assert findings.legacy.verdict(["holds", "contradicts"]) == "mixed"
-    assert findings.legacy.verdict(["holds", "within the spread"]) == "mixed"
-    assert findings.legacy.verdict(["within the spread", "contradicts"]) == "not reproduced"

@@ -794,8 +794,8 @@ def test_readme_sweep_sizes_are_the_committed_ones():
     if "scaling" in SWEEPS:
         utterances = [run["train_utterances"] for run in SWEEPS["scaling"]["runs"]]
         expected.append(
-            f"the `scaling` sweep: {min(utterances):,} to {max(utterances):,} utterances at a fixed number of "
-            f"updates, {sizes['scaling']['seeds_per_variant']} seeds"
+            f"the `scaling` sweep: {min(utterances):,} to {max(utterances):,} utterances, each trained until "
+            f"its dev-noisy curve stopped improving, {sizes['scaling']['seeds_per_variant']} seeds"
         )
     trained = [run for data in SWEEPS.values() for run in data["runs"] if not run.get("reused_from")]
     minutes = sum(run["wall_seconds"] for run in trained) / 60
