@@ -832,6 +832,21 @@ def test_ablations_readme_speeds_are_the_committed_ones():
     assert example.groups() == (f"{run['parameters']:,}", f"{run['wall_seconds']:.0f}"), example.group(0)
 
 
+def test_ablations_readme_sweep_table_is_the_committed_one():
+    """ablations/README.md's table of sweeps counts each sweep's runs, new runs and compute as its JSON does."""
+    rows = {}
+    for line in section(ABLATIONS / "README.md", "The sweeps").splitlines():
+        cells = table_cells(line) if line.startswith("|") else []
+        if len(cells) == 6 and cells[1].startswith("`"):
+            rows[cells[1].strip("`")] = cells
+    assert set(SWEEPS) <= set(rows), f"ablations/README.md's table of sweeps lacks {set(SWEEPS) - set(rows)}"
+    for name, data in SWEEPS.items():
+        new = [run for run in data["runs"] if not run.get("reused_from")]
+        minutes = sum(run["wall_seconds"] for run in new) / 60
+        assert rows[name][4] == f"{len(data['runs'])} ({len(new)})", (name, rows[name][4])
+        assert rows[name][5] == f"{minutes:.0f} min", (name, rows[name][5])
+
+
 def cheatsheet_ours(row: str) -> str:
     """The 'ours' cell of a row of CHEATSHEET.md's table of hyperparameters, found by its first cell."""
     for line in section(CHEATSHEET, "The paper's hyperparameters").splitlines():
