@@ -22,6 +22,7 @@ import io
 import json
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -304,7 +305,7 @@ def test_setup_py_version_comparison():
 # Our own percentages that sit in paragraphs which also mention the paper, each allowed only where the
 # paragraph names it as ours: the prototype's spectrogram-floor measurement (DESIGN.md) and the cosine
 # schedule's floor (train_minimal.py --lr).
-OURS_NEAR_PAPER = {"14": "prototype", "9": "prototype", "2": "prototype", "5": "cosine"}
+OURS_NEAR_PAPER = {"14": "prototype", "9": "prototype", "2": "prototype", "5": "cosine", "95": "t-interval"}
 LIST_ITEM = re.compile(r"^\s*(?:[-*]|\d+\.)\s")
 
 
@@ -805,7 +806,7 @@ def test_readme_sweep_sizes_are_the_committed_ones():
 
 
 def test_ablations_readme_speeds_are_the_committed_ones():
-    """ablations/README.md's training speed, evaluation time and example progress line are the JSON's."""
+    """ablations/README.md's training speed, curve and evaluation times and example progress line are the JSON's."""
     text = flat((ABLATIONS / "README.md").read_text(encoding="utf-8"))
     per_utterance = []  # each variant's mean seconds per epoch over its training utterances, in ms
     for data in SWEEPS.values():
@@ -815,17 +816,33 @@ def test_ablations_readme_speeds_are_the_committed_ones():
             for row in data["summary"]
             if row["variant"] in utterances  # the lm sweep's rows are decoders of one variant
         ]
-    assert f"{min(per_utterance):.0f} to {max(per_utterance):.0f} ms per utterance per epoch" in text
-    evaluation = {
-        name: [
-            run["wall_seconds"] - run["train_seconds"] for run in data["runs"] if not run.get("reused_from")
-        ]
-        for name, data in SWEEPS.items()
+    low, middle, high = min(per_utterance), statistics.median(per_utterance), max(per_utterance)
+    assert (
+        f"{low:.0f} to {high:.0f} ms per utterance per epoch (median over variants {middle:.0f} ms)" in text
+    )
+    trained = [
+        (name, run) for name, data in SWEEPS.items() for run in data["runs"] if not run.get("reused_from")
+    ]
+    curves = [run["curve_seconds"] for _, run in trained]
+    final = {  # the final decoding: what is left of a run's time after training and its curves
+        (name, run["key"]): run["wall_seconds"] - run["train_seconds"] - run["curve_seconds"]
+        for name, run in trained
     }
-    others = [seconds for name, values in evaluation.items() if name != "lm" for seconds in values]
-    assert f"{min(others):.0f} to {max(others):.0f} s of evaluation per run" in text
-    if evaluation.get("lm"):
-        assert f"up to {max(evaluation['lm']):.0f} s for the `lm` sweep's grid" in text
+    grid = [seconds for (name, key), seconds in final.items() if name == "lm" and key.endswith("seed0")]
+    others = [seconds for (name, key), seconds in final.items() if name != "lm" or not key.endswith("seed0")]
+    assert (
+        f"a median of {statistics.median(curves):.0f} s of learning curves per run ({min(curves):.0f} to "
+        f"{max(curves):.0f} s)" in text
+    )
+    assert f"{min(others):.0f} to {max(others):.0f} s of final evaluation" in text
+    minutes = sum(run["wall_seconds"] for _, run in trained) / 60
+    updates = sum(run["updates"] for _, run in trained)
+    assert (
+        f"{minutes:.0f} minutes of compute over {len(trained)} runs, {minutes / 60:.1f} core-hours, {updates:,} updates"
+        in text
+    )
+    if grid:
+        assert f"{grid[0]:.0f} s for the `lm` sweep's seed 0 with its alpha x beta grid" in text
     example = re.search(r"\[gru \d+/\d+\] gru-3 seed 0: ([\d,]+) params, (\d+) s", text)
     assert example, "ablations/README.md lacks its example progress line"
     run = next(run for run in SWEEPS["gru"]["runs"] if run["key"] == "gru-3/seed0")
