@@ -1372,10 +1372,15 @@ def _ablation_panel(ax, results, metric, decoder):
             ax.errorbar(
                 x, mean, yerr=spread, fmt=style if not categorical else style[0], capsize=3, label=label
             )
-    fit = results.get("analysis", {}).get("power_law", {}).get(f"{decoder}_{metric}")
-    if fit:  # the scaling sweep: error = a * hours^b, fitted on the dev-clean means (log-log)
-        hours = np.geomspace(min(xs), max(xs), 20)
-        ax.plot(hours, 100 * fit["a"] * hours ** fit["b"], ":", color="black", label=fit["label"])
+    laws = results.get("analysis", {}).get("power_law", {})
+    for split, style in zip(plot["splits"], (":", "-."), strict=False):
+        # the scaling sweep: error = a * hours^b fitted on each split's means (log-log); dev-clean's key
+        # has no prefix, the others' are prefixed with the split's name
+        fit = laws.get(f"{decoder}_{metric}" if split == "dev-clean" else f"{split}_{decoder}_{metric}")
+        if fit:
+            hours = np.geomspace(min(xs), max(xs), 20)
+            label = f"{split} {fit['label']}"
+            ax.plot(hours, 100 * fit["a"] * hours ** fit["b"], style, color="black", label=label)
     ax.set(
         xlabel=plot["x_label"],
         ylabel=f"{metric.upper()} (%)",

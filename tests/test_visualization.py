@@ -257,3 +257,19 @@ def test_metrics_of_a_real_corpus_run_with_one_dev_split_are_read_and_drawn(tmp_
     assert (tmp_path / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
     path.write_text(json.dumps({"history": [{"epoch": 1, "train_loss": 1.0}]}))  # no dev split at all
     assert visualization.read_metrics(str(path)) is None and "no dev split" in capsys.readouterr().err
+
+
+def test_the_scaling_figure_draws_each_splits_power_law():
+    """The scaling sweep's panels draw the fitted power law of dev-clean and of dev-noisy, each from its own fit."""
+    results = json.loads((ROOT / "ablations" / "results" / "scaling.json").read_text(encoding="utf-8"))
+    laws = results["analysis"]["power_law"]
+    fig, ax = visualization.plt.subplots()
+    visualization._ablation_panel(ax, results, "cer", "greedy")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for split, key in (("dev-clean", "greedy_cer"), ("dev-noisy", "dev-noisy_greedy_cer")):
+        fit = laws[key]
+        line = lines.get(f"{split} {fit['label']}")
+        assert line is not None, f"no {split} power law among {sorted(lines)}"
+        hours, percent = line.get_data()
+        assert percent == pytest.approx(100 * fit["a"] * hours ** fit["b"])
+    visualization.plt.close(fig)
