@@ -345,7 +345,8 @@ def findings(paper: dict) -> list[Finding]:
             f"regular dev, {scale['hours'][0]:,} h vs {scale['hours'][-1]:,} h: "
             f"{scale['regular'][0]:.2f} vs {scale['regular'][-1]:.2f}; about {per_10x}% relative per 10x",
             (Comparison("most / least audio", LEAST, MOST, "b", paper_ratio=PAPER_PER_10X),),
-            "the largest training set / the smallest (16x the audio), each trained until its dev-noisy curve stopped improving",
+            "the largest training set / the smallest (16x the audio), each trained until its dev-noisy curve "
+            "stopped improving",
         ),
     ]
 

@@ -475,6 +475,3 @@ def test_takeoff_is_counted_and_tested_not_averaged():
     assert result["fisher_p"] == pytest.approx(findings.fisher_exact(2, 5, 5, 5))
     assert result["takeoff"]["a"]["t50"] == [25, 25, None, None, None]  # never took off: censored
     assert "stuck and taken-off" in findings.takeoff_text(result)
-
-
-# --- the first study's rule (format 1), which renders the committed results until they are rerun --------
